@@ -1,0 +1,117 @@
+"""Expand a suite into runs (objective x size x seed) and fix each run's compute.
+
+A run's id is derived from everything that changes its training: objective and its config,
+model size, seed, data, budget, training settings and the number of workers. Evaluation
+settings are not part of it, so changing the evaluation never retrains a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.budget import micro_step_flops, solve_steps
+from harness.data import BlockSampler, PreparedData
+from harness.models import SIZES, build_model, parameter_count
+from harness.suite import Suite
+from objectives import registry
+from objectives.base import Vocab
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything one training run and its evaluation need, JSON-able for Ray and run.yaml."""
+
+    run_id: str
+    suite: str
+    objective: str
+    objective_config: dict
+    architecture: str
+    scoring: str
+    defines_likelihood: bool
+    size: str
+    seed: int
+    steps: int
+    warmup_steps: int
+    flops_per_step: float
+    tokens_per_step: int
+    params: int
+    seq_len: int
+    run_dir: str
+    data: dict = field(repr=False)       # PreparedData.to_dict()
+    train: dict = field(repr=False)      # TrainConfig
+    resources: dict = field(repr=False)  # ResourcesConfig
+    eval: dict = field(repr=False)       # EvalConfig
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunPlan:
+        return cls(**d)
+
+    @property
+    def total_flops(self) -> float:
+        return self.steps * self.flops_per_step
+
+    @property
+    def total_tokens(self) -> int:
+        return self.steps * self.tokens_per_step
+
+
+def run_id(suite: Suite, objective, size: str, seed: int) -> str:
+    identity = {
+        "objective": objective.name, "objective_config": objective.config, "size": size,
+        "model": SIZES[size].model_dump(), "seed": seed, "data": suite.data.model_dump(),
+        "budget": suite.budget.model_dump(), "train": suite.train.model_dump(),
+        "workers": suite.resources.workers_per_run,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{objective.name}-{size}-s{seed}-{digest}"
+
+
+def plan_suite(suite: Suite, data: PreparedData, results_dir: Path) -> list[RunPlan]:
+    """One RunPlan per objective x size x seed, with FLOPs counted once per objective x size."""
+    plans = []
+    for entry in suite.objectives:
+        for size in suite.sizes:
+            ledger = _ledger(suite, data, entry, size)
+            for seed in suite.seeds:
+                rid = run_id(suite, entry, size, seed)
+                plans.append(RunPlan(
+                    run_id=rid, suite=suite.name, objective=entry.name,
+                    objective_config=dict(entry.config), size=size, seed=seed,
+                    run_dir=str(results_dir / rid), seq_len=suite.data.seq_len,
+                    data=data.to_dict(), train=suite.train.model_dump(),
+                    resources=suite.resources.model_dump(), eval=suite.eval.model_dump(),
+                    **ledger))
+    return plans
+
+
+def _ledger(suite: Suite, data: PreparedData, entry, size: str) -> dict:
+    cls = registry.get(entry.name)
+    objective = cls(cls.Config(**entry.config), Vocab(data.vocab_size, data.special_tokens))
+    model = build_model(cls.architecture, SIZES[size], vocab_size=data.vocab_size,
+                        special=data.special_tokens, max_len=suite.data.seq_len,
+                        overrides=objective.model_overrides())
+    train, workers = suite.train, suite.resources.workers_per_run
+    sampler = BlockSampler(data.train_tokens, data.dtype, suite.data.seq_len, seed=0)
+    blocks = [sampler.batch(step=i, micro=0, rank=0, batch_size=train.micro_batch_size) for i in range(3)]
+    micro_steps = train.grad_accum * workers
+    flops_per_step = micro_step_flops(objective, model, blocks, seed=0) * micro_steps
+    tokens_per_step = train.micro_batch_size * suite.data.seq_len * micro_steps
+    steps = solve_steps(suite.budget, flops_per_step=flops_per_step,
+                        tokens_per_step=tokens_per_step, label=f"{entry.name}/{size}")
+    return dict(architecture=cls.architecture, scoring=cls.scoring,
+                defines_likelihood=cls.defines_likelihood, steps=steps,
+                warmup_steps=max(1, round(train.warmup_fraction * steps)),
+                flops_per_step=flops_per_step, tokens_per_step=tokens_per_step,
+                params=parameter_count(model))
+
+
+def vocab_of(data: dict | PreparedData) -> Vocab:
+    data = data if isinstance(data, PreparedData) else PreparedData.from_dict(data)
+    return Vocab(data.vocab_size, data.special_tokens)
+

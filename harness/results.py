@@ -1,0 +1,92 @@
+"""Where a suite's results live, and writes that never leave a half-written file.
+
+    <results>/<suite>/<run_id>/run.yaml        resolved config of the run
+    <results>/<suite>/<run_id>/metrics.jsonl   one line per logged step (train and validation)
+    <results>/<suite>/<run_id>/checkpoints/    DeepSpeed checkpoints (resume from the latest)
+    <results>/<suite>/<run_id>/model/          final model + tokenizer, Hugging Face format
+    <results>/<suite>/<run_id>/train.json      training summary, written once the model is saved
+    <results>/<suite>/<run_id>/eval/<task>.json
+    <results>/<suite>/<run_id>/DONE            written last
+    <results>/<suite>/summary.csv, report.md
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_yaml(path: Path, data: Any) -> None:
+    write_atomic(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def replace_dir(staging: Path, final: Path) -> None:
+    """Move a fully written directory into place, replacing any older one."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        staging.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(final)
+
+
+class RunDir:
+    """The files of one run, and what state they say the run is in."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    run_yaml = property(lambda self: self.root / "run.yaml")
+    metrics = property(lambda self: self.root / "metrics.jsonl")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    model = property(lambda self: self.root / "model")
+    train_json = property(lambda self: self.root / "train.json")
+    eval_dir = property(lambda self: self.root / "eval")
+    done = property(lambda self: self.root / "DONE")
+
+    @property
+    def state(self) -> str:
+        """'done', 'trained' (evaluation pending), 'partial' (resumable) or 'new'."""
+        if self.done.exists():
+            return "done"
+        if self.train_json.exists():
+            return "trained"
+        if (self.checkpoints / "latest").exists():
+            return "partial"
+        return "new"
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics.exists():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]

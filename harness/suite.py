@@ -1,0 +1,277 @@
+"""The suite file: a strict schema, named profiles and command-line overrides.
+
+A suite YAML holds a base configuration and a `profiles` mapping of named overlays. The
+configuration a run uses is: base, deep-merged with the chosen profile, then `--set key=value`
+overrides (command line over profile over base). Every profile is validated whenever the suite
+is loaded, so a typo in the `gpu` profile is caught on a laptop too.
+
+Each section belongs to one component (data, budget, train, resources, eval); nothing
+downstream receives the whole suite.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.data import DataConfig
+from harness.errors import UserError
+from harness.models import SIZES
+
+DEFAULT_PROFILE = "default"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ObjectiveEntry(Strict):
+    name: str = Field(description="a registered objective (see `harness objectives`)")
+    config: dict[str, Any] = Field(default_factory=dict, description="the objective's own settings")
+
+
+class BudgetConfig(Strict):
+    """The compute every run spends: FLOPs (the default) or tokens, never both."""
+
+    flops: float | None = Field(None, gt=0, description="training FLOPs per run (forward + backward)")
+    tokens: float | None = Field(None, gt=0, description="training tokens per run")
+    min_steps: int = Field(50, gt=0, description="refuse budgets that leave a run fewer optimizer steps")
+
+    @model_validator(mode="after")
+    def _one_unit(self):
+        if (self.flops is None) == (self.tokens is None):
+            raise ValueError("give exactly one of 'flops' or 'tokens'")
+        return self
+
+
+class TrainConfig(Strict):
+    micro_batch_size: int = Field(16, gt=0, description="sequences per worker per micro-step")
+    grad_accum: int = Field(1, gt=0, description="micro-steps per optimizer step")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW)")
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of steps in linear warmup")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final learning rate / peak after cosine decay")
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = Field(1.0, ge=0, description="gradient norm clipping; 0 turns it off")
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage")
+    precision: Literal["fp32", "bf16"] = "fp32"
+    log_every: int = Field(10, gt=0, description="optimizer steps between metric lines")
+    eval_every: int = Field(100, gt=0, description="optimizer steps between validation losses")
+    val_batches: int = Field(4, gt=0, description="validation micro-batches per worker")
+    checkpoint_every: int = Field(100, gt=0, description="optimizer steps between checkpoints")
+
+
+class ResourcesConfig(Strict):
+    workers_per_run: int = Field(2, gt=0, description="DeepSpeed processes (Ray Train workers) per run")
+    use_gpu: bool = Field(False, description="one GPU per worker; otherwise CPU processes with gloo")
+    cpus_per_worker: int = Field(1, gt=0)
+
+
+class EvalConfig(Strict):
+    tasks: list[str] = Field(default_factory=lambda: ["synthetic_hellaswag", "synthetic_glue"])
+    batch_size: int = Field(32, gt=0)
+    limit: int | None = Field(None, gt=0, description="examples per task (None: all)")
+    cpus: int = Field(1, gt=0, description="CPUs of each evaluation task")
+
+
+class Suite(Strict):
+    """One resolved suite: the base merged with a profile and overrides."""
+
+    name: str = Field(description="results go to <results>/<name>/")
+    description: str = ""
+    objectives: list[ObjectiveEntry] = Field(min_length=1)
+    sizes: list[str] = Field(default_factory=lambda: ["tiny"], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    data: DataConfig = Field(default_factory=DataConfig)
+    budget: BudgetConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    profile: str = DEFAULT_PROFILE
+
+    @model_validator(mode="before")
+    @classmethod
+    def _objective_shorthand(cls, data):
+        # "objectives: [clm, mlm]" is shorthand for [{name: clm}, {name: mlm}]
+        if isinstance(data, dict) and isinstance(data.get("objectives"), list):
+            data = {**data, "objectives": [{"name": o} if isinstance(o, str) else o
+                                           for o in data["objectives"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _known_names(self):
+        from objectives import registry
+        for i, entry in enumerate(self.objectives):
+            try:
+                config_cls = registry.get(entry.name).Config
+                config_cls(**entry.config)
+            except UserError as e:
+                raise _KeyedError(("objectives", i, "name"), e.message) from None
+            except ValidationError as e:
+                err = e.errors()[0]
+                raise _KeyedError(("objectives", i, "config", *err["loc"]),
+                                  _describe(err, config_cls)) from None
+        for i, size in enumerate(self.sizes):
+            if size not in SIZES:
+                raise _KeyedError(("sizes", i), f"unknown model size '{size}'; known: {', '.join(SIZES)}")
+        return self
+
+
+class _KeyedError(ValueError):
+    """A validation failure at a key path that pydantic would otherwise report at the root."""
+
+    def __init__(self, loc: tuple, message: str):
+        super().__init__(message)
+        self.loc, self.message = loc, message
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_suite(path: str | Path, profile: str = DEFAULT_PROFILE, overrides: list[str] = ()) -> Suite:
+    """Read, merge and validate a suite; every problem is one UserError naming file and key."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    profiles = raw.pop("profiles", None) or {}
+    if not isinstance(profiles, dict):
+        raise UserError("expected a mapping of profile name -> overrides", where=f"{path}: profiles")
+    raw.setdefault("name", path.stem)
+    for name in [DEFAULT_PROFILE, *profiles]:  # a typo in any profile is an error everywhere
+        _resolve(path, raw, profiles, name, [])
+    if profile != DEFAULT_PROFILE and profile not in profiles:
+        known = ", ".join([DEFAULT_PROFILE, *profiles])
+        raise UserError(f"no profile '{profile}' in the suite (profiles: {known})", where=str(path))
+    return _resolve(path, raw, profiles, profile, list(overrides))
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError("no such suite file", where=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"not valid YAML: {e}", where=str(path)) from None
+    if not isinstance(raw, dict):
+        raise UserError("expected a mapping at the top of the suite", where=str(path))
+    return raw
+
+
+def _resolve(path: Path, raw: dict, profiles: dict, profile: str, overrides: list[str]) -> Suite:
+    overlay = {} if profile == DEFAULT_PROFILE else profiles.get(profile) or {}
+    if not isinstance(overlay, dict):
+        raise UserError("expected a mapping of overrides", where=f"{path}: profiles.{profile}")
+    merged = deep_merge(raw, overlay)
+    set_paths = [apply_override(merged, item) for item in overrides]
+    merged["profile"] = profile
+    try:
+        return Suite.model_validate(merged)
+    except ValidationError as e:
+        raise _user_error(path, e, profile, overlay, set_paths) from None
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_override(config: dict, item: str) -> tuple[str, ...]:
+    """Apply one `a.b.c=value` (value parsed as YAML) in place; return the key path."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise UserError(f"expected key=value, got '{item}'", where="--set")
+    keys = tuple(key.split("."))
+    node = config
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise UserError(f"'{k}' is not a section", where=f"--set {key}")
+    node[keys[-1]] = yaml.safe_load(text)
+    return keys
+
+
+# ---------------------------------------------------------------------------------------------
+# Error messages
+
+
+def _user_error(path: Path, error: ValidationError, profile: str, overlay: dict,
+                set_paths: list[tuple[str, ...]]) -> UserError:
+    err = error.errors()[0]
+    ctx_error = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, _KeyedError):
+        loc, message = ctx_error.loc, ctx_error.message
+    else:
+        loc, message = tuple(err["loc"]), _describe(err)
+    key = _dotted(loc)
+    if any(loc[:len(p)] == p or p[:len(loc)] == loc for p in set_paths):
+        where = f"--set {key}"
+    elif _has_path(overlay, loc):
+        where = f"{path}: profiles.{profile}.{key}"
+    else:
+        where = f"{path}: {key}" if key else str(path)
+    more = len(error.errors()) - 1
+    return UserError(message + (f" (and {more} more problem{'s' * (more > 1)})" if more else ""),
+                     where=where)
+
+
+def _describe(err: dict, model: type[BaseModel] | None = None) -> str:
+    if err["type"] == "extra_forbidden":
+        allowed = _fields_at(model or Suite, tuple(err["loc"])[:-1])
+        return "unknown key" + (f"; expected one of: {', '.join(allowed)}" if allowed else "")
+    if err["type"] == "missing":
+        return "required key is missing"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{message} (got {err['input']!r})" if err["type"] != "value_error" else message
+
+
+def _fields_at(model: type, loc: tuple) -> list[str]:
+    """The keys allowed at `loc` inside `model`, walking nested models, lists and dicts."""
+    node: Any = model
+    for part in loc:
+        node = _unwrap(node)
+        if isinstance(part, int) or not (isinstance(node, type) and issubclass(node, BaseModel)):
+            args = typing.get_args(node)
+            node = args[-1] if args else None
+            continue
+        field = node.model_fields.get(part)
+        node = field.annotation if field else None
+    node = _unwrap(node)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return [k for k in node.model_fields if k != "profile"]
+    return []
+
+
+def _unwrap(annotation):
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and args:
+        return args[0]
+    return annotation
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _has_path(tree: Any, loc: tuple) -> bool:
+    for part in loc:
+        if isinstance(part, int) and isinstance(tree, list) and part < len(tree):
+            tree = tree[part]
+        elif isinstance(tree, dict) and part in tree:
+            tree = tree[part]
+        else:
+            return False
+    return True

@@ -1,0 +1,244 @@
+"""One training run on one worker: a DeepSpeed engine driving an objective over token blocks.
+
+`train_worker` runs in every worker process of a run (Ray Train starts them and the process
+group; see harness.schedule). It reads top to bottom: set up, resume, loop, save. Rank 0 alone
+writes files. Every batch is a pure function of (seed, step, micro-step, rank), so a run resumed
+from a checkpoint reads exactly the blocks an uninterrupted run would have read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from harness.data import BlockSampler, PreparedData, load_tokenizer
+from harness.models import SIZES, build_model
+from harness.plan import RunPlan, vocab_of
+from harness.results import RunDir, replace_dir, write_json
+from objectives import registry
+from objectives.base import BATCH_KEYS
+
+VAL_SEED = 7_777  # validation masks are fixed across steps and runs
+
+
+def train_worker(config: dict) -> dict:
+    """Train the run described by `config` (a RunPlan dict); return its summary on rank 0."""
+    plan = RunPlan.from_dict(config)
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(plan.resources["cpus_per_worker"])
+    _ensure_process_group()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    run = RunDir(Path(plan.run_dir))
+    data = PreparedData.from_dict(plan.data)
+    objective = _objective(plan)
+    engine = _engine(plan, objective, data)
+    step, elapsed = _resume(engine, run)
+    log = MetricsLog(run.metrics, enabled=rank == 0, after_step=step)
+    sampler = BlockSampler(data.train_tokens, data.dtype, plan.seq_len, seed=plan.seed)
+    val_blocks = BlockSampler(data.val_tokens, data.dtype, plan.seq_len, seed=VAL_SEED).val_batches(
+        plan.train["val_batches"], plan.train["micro_batch_size"], rank, world)
+    started, val = time.time() - elapsed, {}
+    while step < plan.steps:
+        metrics = _train_step(engine, objective, sampler, plan, step, rank)
+        step += 1
+        if step % plan.train["log_every"] == 0 or step == plan.steps:
+            log.write(_train_row(engine, plan, step, metrics, time.time() - started))
+        if step % plan.train["eval_every"] == 0 or step == plan.steps:
+            val = _validate(engine, objective, val_blocks, plan.seed)
+            log.write({"kind": "val", "step": step, **val})
+        if step % plan.train["checkpoint_every"] == 0 and step < plan.steps:
+            _checkpoint(engine, run, step, time.time() - started, rank)
+    return _finish(engine, plan, run, data, val, time.time() - started, rank)
+
+
+# --- set-up ------------------------------------------------------------------------------------
+
+
+def _ensure_process_group() -> None:
+    # Ray Train has already made the group; a lone process (tests, debugging) gets a group of one.
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(29_500 + os.getpid() % 1000))
+        dist.init_process_group("gloo", rank=0, world_size=1)
+
+
+def _objective(plan: RunPlan):
+    cls = registry.get(plan.objective)
+    return cls(cls.Config(**plan.objective_config), vocab_of(plan.data))
+
+
+def _engine(plan: RunPlan, objective, data: PreparedData):
+    import deepspeed
+    from deepspeed.utils import logger as ds_logger
+    ds_logger.setLevel(logging.WARNING)
+    model = build_model(objective.architecture, SIZES[plan.size], vocab_size=data.vocab_size,
+                        special=data.special_tokens, max_len=plan.seq_len,
+                        overrides=objective.model_overrides(), seed=plan.seed)
+    engine, *_ = deepspeed.initialize(model=model, config=deepspeed_config(plan),
+                                      model_parameters=_param_groups(model, plan.train["weight_decay"]))
+    return engine
+
+
+def deepspeed_config(plan: RunPlan) -> dict:
+    """The DeepSpeed config of a run: ZeRO stage, AdamW, warmup then cosine decay."""
+    t, on_gpu = plan.train, plan.resources["use_gpu"]
+    return {
+        "train_micro_batch_size_per_gpu": t["micro_batch_size"],
+        "gradient_accumulation_steps": t["grad_accum"],
+        "gradient_clipping": t["grad_clip"],
+        "zero_optimization": {"stage": t["zero_stage"]},
+        "bf16": {"enabled": t["precision"] == "bf16"},
+        "optimizer": {"type": "AdamW", "params": {
+            "lr": t["lr"], "betas": list(t["betas"]), "eps": 1e-8,
+            "weight_decay": t["weight_decay"], "torch_adam": not on_gpu}},
+        "scheduler": {"type": "WarmupCosineLR", "params": {
+            "total_num_steps": plan.steps, "warmup_num_steps": plan.warmup_steps,
+            "warmup_type": "linear", "cos_min_ratio": t["min_lr_ratio"]}},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    # No decay on norms, biases and embeddings (tied to the output layer), as is usual.
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "embeddings" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _resume(engine, run: RunDir) -> tuple[int, float]:
+    """Load the latest checkpoint if there is one; return (step, seconds already spent)."""
+    if not (run.checkpoints / "latest").exists():
+        return 0, 0.0
+    _, client = engine.load_checkpoint(str(run.checkpoints))
+    return int(client["step"]), float(client.get("elapsed", 0.0))
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+
+def _train_step(engine, objective, sampler, plan: RunPlan, step: int, rank: int) -> dict:
+    """One optimizer step: grad_accum micro-steps, each backward then step (DeepSpeed accumulates)."""
+    engine.train()
+    rows = []
+    for micro in range(plan.train["grad_accum"]):
+        block = sampler.batch(step, micro, rank, plan.train["micro_batch_size"])
+        batch = _to_device(objective.transform(block, np.random.default_rng([plan.seed, step, micro, rank])), engine)
+        loss, metrics = objective.loss(engine, batch)
+        engine.backward(loss)
+        engine.step()
+        rows.append(metrics)
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def _to_device(batch: dict, engine) -> dict:
+    missing = set(BATCH_KEYS) - set(batch)
+    if missing:
+        raise ValueError(f"objective batch lacks {sorted(missing)} (contract: {BATCH_KEYS})")
+    return {k: v.to(engine.device) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def _validate(engine, objective, blocks: list[np.ndarray], seed: int) -> dict:
+    """Objective loss on fixed held-out blocks, weighted by predicted positions, over all ranks."""
+    engine.eval()
+    total = torch.zeros(3, dtype=torch.float64)
+    for i, block in enumerate(blocks):
+        batch = _to_device(objective.transform(block, np.random.default_rng([VAL_SEED, seed, i])), engine)
+        loss, metrics = objective.loss(engine, batch)
+        n = metrics["predicted"]
+        total += torch.tensor([loss.item() * n, metrics["accuracy"] * n, n], dtype=torch.float64)
+    dist.all_reduce(total)
+    return {"val_loss": (total[0] / total[2]).item(), "val_accuracy": (total[1] / total[2]).item()}
+
+
+def _train_row(engine, plan: RunPlan, step: int, metrics: dict, elapsed: float) -> dict:
+    loss = torch.tensor([metrics["loss"]], dtype=torch.float64)
+    dist.all_reduce(loss)
+    return {"kind": "train", "step": step, "steps": plan.steps,
+            "loss": loss.item() / dist.get_world_size(), "accuracy": metrics["accuracy"],
+            "lr": engine.get_lr()[0], "tokens": step * plan.tokens_per_step,
+            "flops": step * plan.flops_per_step, "elapsed_s": round(elapsed, 2),
+            "tokens_per_s": step * plan.tokens_per_step / max(elapsed, 1e-9)}
+
+
+def _checkpoint(engine, run: RunDir, step: int, elapsed: float, rank: int) -> None:
+    """Save a resumable checkpoint on every rank, then keep only the newest one."""
+    tag = f"step{step}"
+    engine.save_checkpoint(str(run.checkpoints), tag=tag, client_state={"step": step, "elapsed": elapsed})
+    dist.barrier()
+    if rank == 0:
+        for old in run.checkpoints.iterdir():
+            if old.is_dir() and old.name != tag:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+class MetricsLog:
+    """metrics.jsonl, appended by rank 0; lines past a resumed step are dropped first."""
+
+    def __init__(self, path: Path, enabled: bool, after_step: int):
+        self.path, self.enabled = path, enabled
+        if enabled and path.exists():
+            lines = [l for l in path.read_text().splitlines() if l.strip()]
+            keep = [l for l in lines if _step_of(l) <= after_step]
+            path.write_text("".join(l + "\n" for l in keep))
+
+    def write(self, row: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+def _step_of(line: str) -> int:
+    return int(json.loads(line)["step"])
+
+
+# --- the end -----------------------------------------------------------------------------------
+
+
+def _finish(engine, plan: RunPlan, run: RunDir, data: PreparedData, val: dict, elapsed: float,
+            rank: int) -> dict:
+    """Save the model in Hugging Face format and the run's summary; rank 0 writes both."""
+    state = engine._zero3_consolidated_16bit_state_dict() if plan.train["zero_stage"] == 3 else None
+    summary = {}
+    if rank == 0:
+        _save_model(engine.module, state, run, data)
+        summary = _summary(plan, val, elapsed, data)
+        write_json(run.train_json, summary)
+        shutil.rmtree(run.checkpoints, ignore_errors=True)
+    dist.barrier()
+    return summary
+
+
+def _save_model(module, state, run: RunDir, data: PreparedData) -> None:
+    staging = run.root / ".model.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    if hasattr(module.config, "sparse_prediction"):
+        module.config.sparse_prediction = False  # a training-time saving; users get full logits
+    module.save_pretrained(staging, state_dict=state)
+    load_tokenizer(data.tokenizer_dir).save_pretrained(staging)
+    replace_dir(staging, run.model)
+
+
+def _summary(plan: RunPlan, val: dict, elapsed: float, data: PreparedData) -> dict:
+    # Bits per byte only where the loss is a likelihood of the text; the token/byte ratio of the
+    # whole validation split converts nats per token to bits per byte.
+    bpb = (val["val_loss"] / math.log(2) * data.n_val_tokens / data.n_val_bytes
+           if plan.defines_likelihood else None)
+    return {"run_id": plan.run_id, "objective": plan.objective, "size": plan.size,
+            "seed": plan.seed, "steps": plan.steps, "tokens_seen": plan.total_tokens,
+            "flops_spent": plan.total_flops, "flops_per_step": plan.flops_per_step,
+            "params": plan.params, "val_loss": val["val_loss"], "val_accuracy": val["val_accuracy"],
+            "bits_per_byte": bpb, "wall_time_s": round(elapsed, 2),
+            "uniform_loss": math.log(data.vocab_size)}

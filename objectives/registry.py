@@ -1,0 +1,32 @@
+"""Objective name -> class, imported only when asked for.
+
+Importing this module registers nothing by side effect: `_REGISTRY` maps each name to
+"module:Class", and `get` imports the one module it needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from harness.errors import UserError, did_you_mean
+from objectives.base import Objective
+
+_REGISTRY: dict[str, str] = {
+    "clm": "objectives.clm:CausalLM",
+    "mlm": "objectives.mlm:MaskedLM",
+}
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> type[Objective]:
+    """The objective class registered under `name`; a UserError with a suggestion otherwise."""
+    if name not in _REGISTRY:
+        raise UserError(
+            f"unknown objective '{name}'{did_you_mean(name, _REGISTRY)}; "
+            f"registered: {', '.join(names())}"
+        )
+    module, attr = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), attr)

@@ -1,0 +1,179 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from harness.data import (
+    BASE_SPECIAL_TOKENS,
+    CORPUS_SEED,
+    META,
+    TASK_ROWS,
+    TASK_SPLITS,
+    BlockSampler,
+    DataConfig,
+    PreparedData,
+    TokenizerConfig,
+    load_tokenizer,
+    prepare,
+    split_documents,
+    text_bytes,
+)
+from harness.errors import UserError
+from harness.synthetic import WorldConfig, build_world, corpus
+
+CFG = DataConfig(synthetic=WorldConfig(entities=10, documents=300), tokenizer={"vocab_size": 160},
+                 seq_len=16, eval_examples=20)
+SPECIALS = ["[MASK]", "[CLS]", "[EOS]", "<extra_id_10>", "<extra_id_2>", "[MASK]"]
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def prepared(cache_root):
+    return prepare(CFG, SPECIALS, cache_root)
+
+
+@pytest.fixture(scope="module")
+def documents():
+    """(training, validation) documents, generated the way prepare() does."""
+    world = build_world(CFG.synthetic)
+    return split_documents(corpus(world, CFG.synthetic.documents, CORPUS_SEED), CFG.val_fraction)
+
+
+def decoded_documents(prepared, path):
+    """The documents of a token file, decoded one by one (split at [EOS])."""
+    tokenizer = load_tokenizer(prepared.tokenizer_dir)
+    tokens = np.fromfile(path, dtype=prepared.dtype).tolist()
+    eos = prepared.special_tokens["[EOS]"]
+    assert tokens[-1] == eos
+    ends = [i for i, t in enumerate(tokens) if t == eos]
+    return [tokenizer.decode(tokens[a + 1 : b]) for a, b in zip([-1] + ends, ends)]
+
+
+def test_tokens_decode_to_the_exact_documents(prepared, documents):
+    train, val = documents
+    assert decoded_documents(prepared, prepared.train_tokens) == train
+    assert decoded_documents(prepared, prepared.val_tokens) == val
+
+
+def test_validation_documents_are_the_held_out_tail(prepared, documents):
+    train, val = documents
+    assert len(train) + len(val) == CFG.synthetic.documents
+    assert len(val) == round(CFG.synthetic.documents * CFG.val_fraction)
+    assert prepared.n_val_bytes == text_bytes(val)
+    assert prepared.n_train_tokens == len(np.fromfile(prepared.train_tokens, dtype=prepared.dtype))
+
+
+def test_special_tokens_are_present_once_each(prepared):
+    tokenizer = AutoTokenizer.from_pretrained(prepared.tokenizer_dir)
+    expected = list(BASE_SPECIAL_TOKENS) + ["<extra_id_2>", "<extra_id_10>", "[CLS]", "[MASK]"]
+    assert list(prepared.special_tokens) == expected
+    ids = list(prepared.special_tokens.values())
+    assert len(set(ids)) == len(ids) and all(0 <= i < prepared.vocab_size for i in ids)
+    assert all(tokenizer.convert_tokens_to_ids(t) == i for t, i in prepared.special_tokens.items())
+    roles = tokenizer.pad_token, tokenizer.eos_token, tokenizer.mask_token, tokenizer.cls_token
+    assert roles == ("[PAD]", "[EOS]", "[MASK]", "[CLS]")
+    assert tokenizer.sep_token is None and len(tokenizer) == prepared.vocab_size
+
+
+def test_the_prompt_and_the_answer_tokenize_as_in_the_corpus(prepared):
+    tokenizer = load_tokenizer(prepared.tokenizer_dir)
+    together = tokenizer("claim : x verdict : true").input_ids
+    answer = tokenizer(" true").input_ids
+    assert together[-len(answer):] == answer == tokenizer("true").input_ids
+
+
+def test_small_vocabulary_uses_uint16(prepared):
+    assert prepared.dtype == "uint16" and prepared.vocab_size <= CFG.tokenizer.vocab_size
+
+
+def test_task_files_hold_the_configured_rows(prepared):
+    for task in TASK_ROWS:
+        for split in TASK_SPLITS:
+            lines = (prepared.tasks_dir / task / f"{split}.jsonl").read_text().splitlines()
+            assert len(lines) == CFG.eval_examples
+            assert isinstance(json.loads(lines[0])["label"], int)
+
+
+def test_cache_hit_returns_the_entry_without_rewriting(prepared, cache_root):
+    meta = prepared.root / META
+    before = meta.stat().st_mtime_ns, prepared.train_tokens.stat().st_mtime_ns
+    again = prepare(CFG, list(reversed(SPECIALS)), cache_root)
+    assert again == prepared
+    assert (meta.stat().st_mtime_ns, prepared.train_tokens.stat().st_mtime_ns) == before
+    assert [p.name for p in cache_root.iterdir()] == [prepared.root.name]
+
+
+def test_another_config_gets_another_entry(prepared, cache_root):
+    other = prepare(CFG.model_copy(update={"seq_len": 8}), SPECIALS, cache_root)
+    assert other.root != prepared.root
+
+
+def test_prepared_data_round_trips_through_json(prepared):
+    d = json.loads(json.dumps(prepared.to_dict()))
+    assert PreparedData.from_dict(d) == prepared
+    assert json.loads((prepared.root / META).read_text()) == d
+
+
+def test_too_small_vocabulary_is_a_user_error(tmp_path):
+    cfg = CFG.model_copy(update={"tokenizer": TokenizerConfig(vocab_size=64)})
+    with pytest.raises(UserError, match="vocab_size"):
+        prepare(cfg, SPECIALS, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- BlockSampler
+
+
+@pytest.fixture
+def counting_file(tmp_path):
+    """A token file whose token i is i, so every block shows where it was read from."""
+    path = tmp_path / "tokens.bin"
+    np.arange(1000, dtype=np.uint32).tofile(path)
+    return path
+
+
+def test_batches_are_a_function_of_their_arguments(prepared):
+    sampler = BlockSampler(prepared.train_tokens, prepared.dtype, seq_len=16, seed=0)
+    batch = sampler.batch(step=3, micro=1, rank=0, batch_size=8)
+    assert batch.shape == (8, 16) and batch.dtype == np.int64
+    fresh = BlockSampler(prepared.train_tokens, prepared.dtype, seq_len=16, seed=0)
+    assert np.array_equal(batch, fresh.batch(3, 1, 0, 8))
+    for other in [(4, 1, 0), (3, 0, 0), (3, 1, 1)]:
+        assert not np.array_equal(batch, sampler.batch(*other, batch_size=8))
+    assert batch.min() >= 0 and batch.max() < prepared.vocab_size
+
+
+def test_batches_are_contiguous_windows(counting_file):
+    batch = BlockSampler(counting_file, "uint32", seq_len=10, seed=1).batch(0, 0, 0, batch_size=32)
+    assert (np.diff(batch, axis=1) == 1).all() and batch.max() < 1000
+
+
+def test_val_batches_are_fixed_and_disjoint_across_ranks(counting_file):
+    sampler = BlockSampler(counting_file, "uint32", seq_len=10, seed=0)
+    per_rank = [sampler.val_batches(4, batch_size=3, rank=r, world_size=2) for r in (0, 1)]
+    assert [len(b) for b in per_rank] == [4, 4] and per_rank[0][0].shape == (3, 10)
+    seen = [set(np.concatenate(b).ravel()) for b in per_rank]
+    assert not seen[0] & seen[1]
+    again = sampler.val_batches(n_batches=4, batch_size=3, rank=1, world_size=2)
+    assert all(np.array_equal(a, b) for a, b in zip(again, per_rank[1]))
+
+
+def test_val_batches_shrink_equally_when_the_file_is_short(counting_file):
+    sampler = BlockSampler(counting_file, "uint32", seq_len=10, seed=0)
+    counts = {len(sampler.val_batches(100, 4, rank, 3)) for rank in range(3)}
+    assert counts == {100 // 3 // 4}
+    with pytest.raises(UserError):
+        sampler.val_batches(1, 200, 0, 1)
+
+
+def test_sampler_pickles_as_its_arguments(counting_file):
+    sampler = BlockSampler(counting_file, "uint32", seq_len=10, seed=5)
+    assert len(pickle.dumps(sampler)) < 1000
+    copy = pickle.loads(pickle.dumps(sampler))
+    assert np.array_equal(copy.batch(1, 0, 0, 4), sampler.batch(1, 0, 0, 4))
