@@ -68,6 +68,8 @@ def _pending(plans: list[RunPlan], progress: Progress) -> list[tuple[RunPlan, st
         counts[run.state] += 1
         if run.state == "done":
             continue
+        if run.state == "partial":
+            run.check_checkpoint(plan.resources["workers_per_run"], plan.train["zero_stage"])
         if not run.run_yaml.exists():
             write_yaml(run.run_yaml, plan.to_dict())
         work.append((plan, "eval" if run.state == "trained" else "train"))

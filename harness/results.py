@@ -16,10 +16,13 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from harness.errors import UserError
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -87,6 +90,39 @@ class RunDir:
         return "new"
 
     def read_metrics(self) -> list[dict]:
-        if not self.metrics.exists():
-            return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.metrics) if self.metrics.exists() else []
+
+    def check_checkpoint(self, world_size: int, zero_stage: int) -> None:
+        """Refuse, before any training starts, a checkpoint that cannot be resumed.
+
+        Cheap structural checks only: `latest` names a saved tag holding model states and, under
+        ZeRO, one optimizer partition per worker, and every file is a complete torch archive (a
+        save cut short leaves a truncated zip).
+        """
+        hint = f"; delete {self.checkpoints} to train this run from the start"
+        tag = (self.checkpoints / "latest").read_text().strip()
+        folder = self.checkpoints / tag
+        if not tag or not folder.is_dir():
+            raise UserError(f"corrupt checkpoint: 'latest' names '{tag}', which is not there{hint}",
+                            where=str(self.checkpoints))
+        files = sorted(folder.glob("*.pt"))
+        partitions = [f for f in files if "optim_states" in f.name]
+        if not any("model_states" in f.name for f in files):
+            raise UserError(f"corrupt checkpoint: no model states{hint}", where=str(folder))
+        if zero_stage >= 1 and len(partitions) != world_size:
+            raise UserError(f"corrupt checkpoint: {len(partitions)} optimizer partitions for "
+                            f"{world_size} workers{hint}", where=str(folder))
+        for path in files:
+            if not zipfile.is_zipfile(path):
+                raise UserError(f"corrupt checkpoint: not a complete torch archive{hint}", where=str(path))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSON-lines file; a last line cut short by a crash is dropped."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from harness.data import BlockSampler, PreparedData, load_tokenizer
 from harness.models import SIZES, build_model
 from harness.plan import RunPlan, vocab_of
-from harness.results import RunDir, replace_dir, write_json
+from harness.results import RunDir, read_jsonl, replace_dir, write_atomic, write_json
 from objectives import registry
 from objectives.base import BATCH_KEYS
 
@@ -68,6 +68,9 @@ def _ensure_process_group() -> None:
     if not dist.is_initialized():
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(29_500 + os.getpid() % 1000))
+        for name in ("RANK", "LOCAL_RANK"):
+            os.environ.setdefault(name, "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
         dist.init_process_group("gloo", rank=0, world_size=1)
 
 
@@ -90,7 +93,7 @@ def _engine(plan: RunPlan, objective, data: PreparedData):
 
 def deepspeed_config(plan: RunPlan) -> dict:
     """The DeepSpeed config of a run: ZeRO stage, AdamW, warmup then cosine decay."""
-    t, on_gpu = plan.train, plan.resources["use_gpu"]
+    t = plan.train
     return {
         "train_micro_batch_size_per_gpu": t["micro_batch_size"],
         "gradient_accumulation_steps": t["grad_accum"],
@@ -99,7 +102,8 @@ def deepspeed_config(plan: RunPlan) -> dict:
         "bf16": {"enabled": t["precision"] == "bf16"},
         "optimizer": {"type": "AdamW", "params": {
             "lr": t["lr"], "betas": list(t["betas"]), "eps": 1e-8,
-            "weight_decay": t["weight_decay"], "torch_adam": not on_gpu}},
+            # torch's AdamW on every device: no CUDA op to compile, same arithmetic on CPU and GPU
+            "weight_decay": t["weight_decay"], "torch_adam": True}},
         "scheduler": {"type": "WarmupCosineLR", "params": {
             "total_num_steps": plan.steps, "warmup_num_steps": plan.warmup_steps,
             "warmup_type": "linear", "cos_min_ratio": t["min_lr_ratio"]}},
@@ -189,10 +193,11 @@ class MetricsLog:
 
     def __init__(self, path: Path, enabled: bool, after_step: int):
         self.path, self.enabled = path, enabled
+        if enabled:
+            path.parent.mkdir(parents=True, exist_ok=True)
         if enabled and path.exists():
-            lines = [l for l in path.read_text().splitlines() if l.strip()]
-            keep = [l for l in lines if _step_of(l) <= after_step]
-            path.write_text("".join(l + "\n" for l in keep))
+            keep = [row for row in read_jsonl(path) if row["step"] <= after_step]
+            write_atomic(path, "".join(json.dumps(row) + "\n" for row in keep))
 
     def write(self, row: dict) -> None:
         if self.enabled:
@@ -200,8 +205,6 @@ class MetricsLog:
                 f.write(json.dumps(row) + "\n")
 
 
-def _step_of(line: str) -> int:
-    return int(json.loads(line)["step"])
 
 
 # --- the end -----------------------------------------------------------------------------------
@@ -214,7 +217,7 @@ def _finish(engine, plan: RunPlan, run: RunDir, data: PreparedData, val: dict, e
     summary = {}
     if rank == 0:
         _save_model(engine.module, state, run, data)
-        summary = _summary(plan, val, elapsed, data)
+        summary = _summary(plan, val, elapsed, data) | _engine_facts(engine)
         write_json(run.train_json, summary)
         shutil.rmtree(run.checkpoints, ignore_errors=True)
     dist.barrier()
@@ -229,6 +232,12 @@ def _save_model(module, state, run: RunDir, data: PreparedData) -> None:
     module.save_pretrained(staging, state_dict=state)
     load_tokenizer(data.tokenizer_dir).save_pretrained(staging)
     replace_dir(staging, run.model)
+
+
+def _engine_facts(engine) -> dict:
+    """What DeepSpeed actually ran, as opposed to what was asked for."""
+    return {"world_size": engine.world_size, "zero_stage": engine.zero_optimization_stage(),
+            "optimizer": type(engine.optimizer).__name__, "device": str(engine.device)}
 
 
 def _summary(plan: RunPlan, val: dict, elapsed: float, data: PreparedData) -> dict:
