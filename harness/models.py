@@ -50,10 +50,27 @@ def size_named(name: str) -> ModelSize:
 def build_model(architecture: str, size: ModelSize, *, vocab_size: int, special: dict[str, int],
                 max_len: int, overrides: dict | None = None, seed: int = 0) -> PreTrainedModel:
     """A freshly initialized model of `architecture` at `size`, seeded for reproducibility."""
-    config_cls, model_cls = _FAMILIES[architecture]
+    config_cls, model_cls = _family(architecture)
     config = config_cls(**_shared_config(size, vocab_size, special, max_len), **(overrides or {}))
     torch.manual_seed(seed)
     return model_cls(config)
+
+
+def model_factory(size: ModelSize, *, vocab_size: int, special: dict[str, int], max_len: int,
+                  seed: int = 0):
+    """A ModelFactory (objectives.base) for one run: its size and vocabulary unless told otherwise."""
+    def make(architecture: str, *, size: ModelSize | None = None, overrides: dict | None = None):
+        return build_model(architecture, size or default, vocab_size=vocab_size, special=special,
+                           max_len=max_len, overrides=overrides, seed=seed)
+    default = size
+    return make
+
+
+def _family(architecture: str):
+    if architecture == "encoder-decoder":  # the same block in two stacks, see harness.encdec
+        from harness.encdec import EncoderDecoderConfig, ModernEncoderDecoder
+        return EncoderDecoderConfig, ModernEncoderDecoder
+    return _FAMILIES[architecture]
 
 
 def _shared_config(size: ModelSize, vocab_size: int, special: dict[str, int], max_len: int) -> dict:

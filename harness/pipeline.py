@@ -84,7 +84,8 @@ def evaluate_run(plan_dict: dict) -> dict:
     plan = RunPlan.from_dict(plan_dict)
     run, ev = RunDir(Path(plan.run_dir)), plan.eval
     return evaluate_model(run.model, plan.scoring, ev["tasks"], Path(plan.data["tasks_dir"]),
-                          run.eval_dir, batch_size=ev["batch_size"], limit=ev["limit"], seed=plan.seed)
+                          run.eval_dir, batch_size=ev["batch_size"], limit=ev["limit"], seed=plan.seed,
+                          extra_model_args=plan.scoring_args)
 
 
 def _mark_done(plan: RunPlan) -> None:

@@ -7,14 +7,15 @@ settings are not part of it, so changing the evaluation never retrains a model.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.budget import micro_step_flops, solve_steps
-from harness.data import BlockSampler, PreparedData
-from harness.models import SIZES, build_model, parameter_count
+from harness.data import BlockSampler, PreparedData, load_tokenizer
+from harness.models import SIZES, model_factory, parameter_count
 from harness.suite import Suite
 from objectives import registry
 from objectives.base import Vocab
@@ -37,8 +38,11 @@ class RunPlan:
     warmup_steps: int
     flops_per_step: float
     tokens_per_step: int
-    params: int
+    params: int          # the model kept and evaluated
+    params_trained: int  # everything optimized (with extra heads, a generator)
     seq_len: int
+    block_length: int    # raw tokens per example (span corruption reads more than seq_len)
+    scoring_args: dict
     run_dir: str
     data: dict = field(repr=False)       # PreparedData.to_dict()
     train: dict = field(repr=False)      # TrainConfig
@@ -92,26 +96,34 @@ def plan_suite(suite: Suite, data: PreparedData, results_dir: Path) -> list[RunP
 
 def _ledger(suite: Suite, data: PreparedData, entry, size: str) -> dict:
     cls = registry.get(entry.name)
-    objective = cls(cls.Config(**entry.config), Vocab(data.vocab_size, data.special_tokens))
-    model = build_model(cls.architecture, SIZES[size], vocab_size=data.vocab_size,
-                        special=data.special_tokens, max_len=suite.data.seq_len,
-                        overrides=objective.model_overrides())
+    objective = cls(cls.Config(**entry.config), vocab_of(data))
+    module = objective.build_model(model_factory(SIZES[size], vocab_size=data.vocab_size,
+                                                 special=data.special_tokens, max_len=suite.data.seq_len))
     train, workers = suite.train, suite.resources.workers_per_run
-    sampler = BlockSampler(data.train_tokens, data.dtype, suite.data.seq_len, seed=0)
+    block_length = objective.block_length(suite.data.seq_len)
+    sampler = BlockSampler(data.train_tokens, data.dtype, block_length, seed=0)
     blocks = [sampler.batch(step=i, micro=0, rank=0, batch_size=train.micro_batch_size) for i in range(3)]
     micro_steps = train.grad_accum * workers
-    flops_per_step = micro_step_flops(objective, model, blocks, seed=0) * micro_steps
-    tokens_per_step = train.micro_batch_size * suite.data.seq_len * micro_steps
+    flops_per_step = micro_step_flops(objective, module, blocks, seed=0) * micro_steps
+    tokens_per_step = train.micro_batch_size * block_length * micro_steps
     steps = solve_steps(suite.budget, flops_per_step=flops_per_step,
                         tokens_per_step=tokens_per_step, label=f"{entry.name}/{size}")
     return dict(architecture=cls.architecture, scoring=cls.scoring,
                 defines_likelihood=cls.defines_likelihood, steps=steps,
                 warmup_steps=max(1, round(train.warmup_fraction * steps)),
                 flops_per_step=flops_per_step, tokens_per_step=tokens_per_step,
-                params=parameter_count(model))
+                params=parameter_count(objective.export_model(module)),
+                params_trained=parameter_count(module), block_length=block_length,
+                scoring_args=objective.scoring_args())
 
 
 def vocab_of(data: dict | PreparedData) -> Vocab:
     data = data if isinstance(data, PreparedData) else PreparedData.from_dict(data)
-    return Vocab(data.vocab_size, data.special_tokens)
+    return Vocab(data.vocab_size, data.special_tokens, _sentence_ends(str(data.tokenizer_dir)))
 
+
+@functools.lru_cache(maxsize=8)
+def _sentence_ends(tokenizer_dir: str) -> tuple[int, ...]:
+    """Ids of the tokens that end a sentence, for objectives that cut text into sentences."""
+    vocab = load_tokenizer(Path(tokenizer_dir)).get_vocab()
+    return tuple(sorted(i for token, i in vocab.items() if token.lstrip("\u2581 ") in {".", "!", "?"}))

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from harness.data import BlockSampler, PreparedData, load_tokenizer
-from harness.models import SIZES, build_model
+from harness.models import SIZES, model_factory
 from harness.plan import RunPlan, vocab_of
 from harness.results import RunDir, read_jsonl, replace_dir, write_atomic, write_json
 from objectives import registry
@@ -43,8 +43,8 @@ def train_worker(config: dict) -> dict:
     engine = _engine(plan, objective, data)
     step, elapsed = _resume(engine, run)
     log = MetricsLog(run.metrics, enabled=rank == 0, after_step=step)
-    sampler = BlockSampler(data.train_tokens, data.dtype, plan.seq_len, seed=plan.seed)
-    val_blocks = BlockSampler(data.val_tokens, data.dtype, plan.seq_len, seed=VAL_SEED).val_batches(
+    sampler = BlockSampler(data.train_tokens, data.dtype, plan.block_length, seed=plan.seed)
+    val_blocks = BlockSampler(data.val_tokens, data.dtype, plan.block_length, seed=VAL_SEED).val_batches(
         plan.train["val_batches"], plan.train["micro_batch_size"], rank, world)
     started, val = time.time() - elapsed, {}
     while step < plan.steps:
@@ -83,9 +83,9 @@ def _engine(plan: RunPlan, objective, data: PreparedData):
     import deepspeed
     from deepspeed.utils import logger as ds_logger
     ds_logger.setLevel(logging.WARNING)
-    model = build_model(objective.architecture, SIZES[plan.size], vocab_size=data.vocab_size,
-                        special=data.special_tokens, max_len=plan.seq_len,
-                        overrides=objective.model_overrides(), seed=plan.seed)
+    model = objective.build_model(model_factory(SIZES[plan.size], vocab_size=data.vocab_size,
+                                                special=data.special_tokens, max_len=plan.seq_len,
+                                                seed=plan.seed))
     engine, *_ = deepspeed.initialize(model=model, config=deepspeed_config(plan),
                                       model_parameters=_param_groups(model, plan.train["weight_decay"]))
     return engine
@@ -213,23 +213,33 @@ class MetricsLog:
 def _finish(engine, plan: RunPlan, run: RunDir, data: PreparedData, val: dict, elapsed: float,
             rank: int) -> dict:
     """Save the model in Hugging Face format and the run's summary; rank 0 writes both."""
-    state = engine._zero3_consolidated_16bit_state_dict() if plan.train["zero_stage"] == 3 else None
     summary = {}
-    if rank == 0:
-        _save_model(engine.module, state, run, data)
-        summary = _summary(plan, val, elapsed, data) | _engine_facts(engine)
-        write_json(run.train_json, summary)
-        shutil.rmtree(run.checkpoints, ignore_errors=True)
+    with _gathered(engine, plan):
+        if rank == 0:
+            _save_model(_objective(plan).export_model(engine.module), run, data)
+            summary = _summary(plan, val, elapsed, data) | _engine_facts(engine)
+            write_json(run.train_json, summary)
+            shutil.rmtree(run.checkpoints, ignore_errors=True)
     dist.barrier()
     return summary
 
 
-def _save_model(module, state, run: RunDir, data: PreparedData) -> None:
+def _gathered(engine, plan: RunPlan):
+    """Under ZeRO-3 the parameters are partitioned: gather them whole for saving."""
+    import contextlib
+
+    import deepspeed
+    if plan.train["zero_stage"] != 3:
+        return contextlib.nullcontext()
+    return deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None)
+
+
+def _save_model(model, run: RunDir, data: PreparedData) -> None:
     staging = run.root / ".model.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    if hasattr(module.config, "sparse_prediction"):
-        module.config.sparse_prediction = False  # a training-time saving; users get full logits
-    module.save_pretrained(staging, state_dict=state)
+    if hasattr(model.config, "sparse_prediction"):
+        model.config.sparse_prediction = False  # a training-time saving; users get full logits
+    model.save_pretrained(staging)
     load_tokenizer(data.tokenizer_dir).save_pretrained(staging)
     replace_dir(staging, run.model)
 
@@ -248,6 +258,6 @@ def _summary(plan: RunPlan, val: dict, elapsed: float, data: PreparedData) -> di
     return {"run_id": plan.run_id, "objective": plan.objective, "size": plan.size,
             "seed": plan.seed, "steps": plan.steps, "tokens_seen": plan.total_tokens,
             "flops_spent": plan.total_flops, "flops_per_step": plan.flops_per_step,
-            "params": plan.params, "val_loss": val["val_loss"], "val_accuracy": val["val_accuracy"],
+            "params": plan.params, "params_trained": plan.params_trained, "val_loss": val["val_loss"], "val_accuracy": val["val_accuracy"],
             "bits_per_byte": bpb, "wall_time_s": round(elapsed, 2),
             "uniform_loss": math.log(data.vocab_size)}

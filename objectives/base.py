@@ -1,30 +1,39 @@
 """The contract between an objective and the trainer.
 
 An objective turns a block of token ids into a batch and a batch into a loss. Every batch has
-the same keys (`BATCH_KEYS`), so the trainer checks the contract once and never branches on
+the required keys (`BATCH_KEYS`), so the trainer checks the contract once and never branches on
 which objective it is driving:
 
-    input_ids  (B, T) int64   what the model reads
-    labels     (B, T) int64   the token to predict at each position, or IGNORE_INDEX
+    input_ids  (B, T) int64   what the model (the encoder, for an encoder-decoder) reads
+    labels     (B, S) int64   the token to predict at each position, or IGNORE_INDEX
 
 `labels` are aligned with the positions that predict them: for causal LM, labels[t] is the
 token at t+1 (the shift happens in `transform`, not in the loss), so one cross-entropy serves
-every objective.
+every objective. Objectives may add keys of their own, from this list so that their meaning
+is shared:
+
+    decoder_input_ids (B, S)  the decoder's input, for an encoder-decoder (labels align with it)
+    prefix_lengths    (B,)    tokens at the start of each row that attend bidirectionally
+    sequence_labels   (B,)    one class per row (next-sentence / sentence-order prediction)
+
+An objective also says which module is trained (`build_model`: the backbone, or the backbone
+with extra heads or a generator) and which model is kept and evaluated (`export_model`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 IGNORE_INDEX = -100
 BATCH_KEYS = ("input_ids", "labels")
-Architecture = Literal["decoder", "encoder"]
+OPTIONAL_BATCH_KEYS = ("decoder_input_ids", "prefix_lengths", "sequence_labels")
+Architecture = Literal["decoder", "encoder", "encoder-decoder"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,7 @@ class Vocab:
 
     size: int
     special: dict[str, int]  # every special token -> id
+    sentence_end: tuple[int, ...] = ()  # ids of tokens that end a sentence (".", "!", "?")
 
     def id(self, token: str) -> int:
         return self.special[token]
@@ -41,10 +51,24 @@ class Vocab:
         return np.array(sorted(self.special.values()), dtype=np.int64)
 
 
+class ModelFactory(Protocol):
+    """Builds a freshly initialized model of the run's size (or another size) and vocabulary."""
+
+    def __call__(self, architecture: Architecture, *, size=None, overrides: dict | None = None
+                 ) -> torch.nn.Module: ...
+
+
 class ObjectiveConfig(BaseModel):
     """Base of every objective's own config: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CrossEntropyConfig(ObjectiveConfig):
+    """Options of every objective whose loss is a token cross-entropy."""
+
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="mass spread uniformly over the vocabulary")
+    z_loss: float = Field(0.0, ge=0, description="weight of log(Z)^2, which keeps logits from drifting (PaLM)")
 
 
 class Objective:
@@ -63,24 +87,53 @@ class Objective:
         self.config = config
         self.vocab = vocab
 
+    def block_length(self, seq_len: int) -> int:
+        """Tokens of raw text one example consumes (span corruption reads more than it emits)."""
+        return seq_len
+
     def transform(self, block: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """Turn a (B, T) block of token ids into a batch with the keys in BATCH_KEYS."""
+        """Turn a (B, block_length) block of token ids into a batch (see the module docstring)."""
         raise NotImplementedError
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]):
-        """Return (loss tensor, metrics dict of floats) for one batch."""
+        """Return (loss tensor, metrics dict) for one batch; metrics hold floats, including
+        `predicted` (positions the loss averages over), used to weight validation losses."""
         raise NotImplementedError
 
     def model_overrides(self) -> dict:
-        """Config fields this objective sets on its model (e.g. sparse prediction)."""
+        """Config fields this objective sets on its backbone (e.g. sparse prediction)."""
+        return {}
+
+    def build_model(self, make: ModelFactory) -> torch.nn.Module:
+        """The module training optimizes; by default the backbone of `architecture` alone."""
+        return make(self.architecture, overrides=self.model_overrides())
+
+    def export_model(self, module: torch.nn.Module):
+        """The transformers model kept, saved and evaluated; by default the trained module."""
+        return module
+
+    def scoring_args(self) -> dict:
+        """Extra model arguments for this objective's lm-eval adapter (a mode token, say)."""
         return {}
 
 
-def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor):
-    """Mean cross-entropy over labelled positions, plus accuracy and the count of positions."""
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, label_smoothing: float = 0.0,
+                        z_loss: float = 0.0):
+    """Mean cross-entropy over labelled positions, plus accuracy and the count of positions.
+
+    With `z_loss`, adds z_loss * mean(logsumexp(logits)^2) over the same positions.
+    """
     logits = logits.reshape(-1, logits.size(-1)).float()
     labels = labels.reshape(-1)
-    loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
     keep = labels != IGNORE_INDEX
+    loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
+    if z_loss:
+        loss = loss + z_loss * torch.logsumexp(logits[keep], dim=-1).pow(2).mean()
     accuracy = (logits.argmax(-1)[keep] == labels[keep]).float().mean()
     return loss, {"accuracy": accuracy.item(), "predicted": int(keep.sum())}
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, config: ObjectiveConfig):
+    """token_cross_entropy with the options of `config` (a CrossEntropyConfig), if any."""
+    return token_cross_entropy(logits, labels, label_smoothing=getattr(config, "label_smoothing", 0.0),
+                               z_loss=getattr(config, "z_loss", 0.0))

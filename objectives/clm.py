@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from objectives.base import IGNORE_INDEX, Objective, ObjectiveConfig, token_cross_entropy
+from objectives.base import IGNORE_INDEX, CrossEntropyConfig, Objective, cross_entropy
 
 
 def shift_labels(block: np.ndarray) -> np.ndarray:
@@ -20,7 +20,7 @@ def shift_labels(block: np.ndarray) -> np.ndarray:
     return labels
 
 
-class CausalLMConfig(ObjectiveConfig):
+class CausalLMConfig(CrossEntropyConfig):
     pass
 
 
@@ -39,5 +39,5 @@ class CausalLM(Objective):
 
     def loss(self, model, batch):
         logits = model(input_ids=batch["input_ids"]).logits
-        loss, metrics = token_cross_entropy(logits, batch["labels"])
+        loss, metrics = cross_entropy(logits, batch["labels"], self.config)
         return loss, {"loss": loss.item(), **metrics}

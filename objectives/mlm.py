@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from objectives.base import IGNORE_INDEX, Objective, ObjectiveConfig, token_cross_entropy
+from objectives.base import IGNORE_INDEX, CrossEntropyConfig, Objective, cross_entropy
 from objectives.noise import iid_mask, split_by_rates
 
 
@@ -39,7 +39,7 @@ def random_ordinary_tokens(n: int, special_ids: np.ndarray, vocab_size: int,
     return rng.choice(ordinary, size=n)
 
 
-class MaskedLMConfig(ObjectiveConfig):
+class MaskedLMConfig(CrossEntropyConfig):
     mask_rate: float = Field(0.15, gt=0, lt=1, description="share of positions selected for prediction")
     mask_fraction: float = Field(0.8, ge=0, le=1, description="selected positions replaced by [MASK]")
     random_fraction: float = Field(0.1, ge=0, le=1, description="selected positions replaced by a random token")
@@ -68,7 +68,7 @@ class MaskedLM(Objective):
         labels = batch["labels"]
         logits = model(input_ids=batch["input_ids"], labels=labels).logits
         targets = labels if logits.dim() == 3 else labels[labels != IGNORE_INDEX]
-        loss, metrics = token_cross_entropy(logits, targets)
+        loss, metrics = cross_entropy(logits, targets, self.config)
         return loss, {"loss": loss.item(), **metrics}
 
     def model_overrides(self):

@@ -40,7 +40,7 @@ def test_profile_and_overrides_stack_in_order(tmp_path):
     (lambda d: d["train"].update(micro_batch_size="many"), "suite.yaml: train.micro_batch_size", "integer"),
     (lambda d: d["profiles"]["gpu"].update(trian={}), "suite.yaml: profiles.gpu.trian", "unknown key"),
     (lambda d: d.update(objectives=[{"name": "mlm", "config": {"mask_rat": 0.2}}]),
-     "suite.yaml: objectives[0].config.mask_rat", "expected one of: mask_rate"),
+     "suite.yaml: objectives[0].config.mask_rat", "expected one of: label_smoothing, z_loss, mask_rate"),
     (lambda d: d["budget"].update(tokens=5), "suite.yaml: budget", "exactly one of 'flops' or 'tokens'"),
 ])
 def test_bad_suites_name_file_key_and_expectation(tmp_path, mutate, where, expected):

@@ -27,7 +27,20 @@ from harness.errors import UserError, did_you_mean
 from harness.results import write_atomic as _write_atomic
 
 # Scoring method (declared by each objective) -> lm-eval model name.
-SCORING_MODELS = {"loglikelihood": "hf", "pseudo-loglikelihood": "harness-pll"}
+SCORING_MODELS = {
+    "loglikelihood": "hf",                        # causal decoders: lm-eval's own HFLM
+    "pseudo-loglikelihood": "harness-pll",        # masked-LM encoders (Salazar et al. 2020)
+    "seq2seq-loglikelihood": "harness-seq2seq",   # encoder-decoders: context in, continuation out
+    "prefix-loglikelihood": "harness-prefix",     # prefix LM and UL2: bidirectional context
+    "discriminator": "harness-electra",           # ELECTRA: P(original) from replaced-token detection
+}
+# The harness's own lm-eval model classes, registered lazily as lm-eval registers its own.
+HARNESS_MODELS = {
+    "harness-pll": "harness.evaluate.adapters:PseudoLogLikelihoodLM",
+    "harness-seq2seq": "harness.evaluate.seq2seq:EncoderDecoderLM",
+    "harness-prefix": "harness.evaluate.prefix:PrefixLM",
+    "harness-electra": "harness.evaluate.electra:DiscriminatorLM",
+}
 
 TEMPLATES = Path(__file__).parent / "tasks"
 SHIPPED_TASKS = tuple(sorted(path.stem for path in TEMPLATES.glob("*.yaml")))
@@ -43,6 +56,7 @@ def evaluate_model(
     limit: int | None = None,
     seed: int = 0,
     device: str | None = None,
+    extra_model_args: dict | None = None,
 ) -> dict[str, dict]:
     """Evaluate the model saved in `model_dir` on `tasks`; write `out_dir/<task>.json` for each.
 
@@ -54,7 +68,7 @@ def evaluate_model(
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     model = _lm_eval_model(scoring)
     include = materialize_tasks(tasks_dir)
-    model_args = _model_args(scoring, Path(model_dir))
+    model_args = _model_args(scoring, Path(model_dir)) | dict(extra_model_args or {})
     with _quiet():
         manager = _task_manager(include, tasks, model_args)
         _check_tasks(tasks, manager, Path(tasks_dir))
@@ -127,8 +141,9 @@ def _lm_eval_model(scoring: str) -> str:
         raise UserError(f"unknown scoring method '{scoring}'{did_you_mean(scoring, SCORING_MODELS)}; "
                         f"known: {', '.join(SCORING_MODELS)}")
     # A lazy entry, as lm-eval registers its own models: adapters (and torch) load on first use.
-    if "harness-pll" not in model_registry:
-        model_registry.register("harness-pll", target="harness.evaluate.adapters:PseudoLogLikelihoodLM")
+    for name, target in HARNESS_MODELS.items():
+        if name not in model_registry:
+            model_registry.register(name, target=target)
     return SCORING_MODELS[scoring]
 
 
