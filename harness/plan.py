@@ -28,6 +28,7 @@ class RunPlan:
     run_id: str
     suite: str
     objective: str
+    label: str           # the objective's name in the report (two configs of one objective differ)
     objective_config: dict
     architecture: str
     scoring: str
@@ -85,7 +86,7 @@ def plan_suite(suite: Suite, data: PreparedData, results_dir: Path) -> list[RunP
             for seed in suite.seeds:
                 rid = run_id(suite, entry, size, seed)
                 plans.append(RunPlan(
-                    run_id=rid, suite=suite.name, objective=entry.name,
+                    run_id=rid, suite=suite.name, objective=entry.name, label=entry.display,
                     objective_config=dict(entry.config), size=size, seed=seed,
                     run_dir=str(results_dir / rid), seq_len=suite.data.seq_len,
                     data=data.to_dict(), train=suite.train.model_dump(),

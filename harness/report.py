@@ -14,10 +14,6 @@ import yaml
 
 from harness.results import RunDir, read_json, write_atomic
 
-TRAIN_COLUMNS = ["params", "steps", "tokens_seen", "flops_spent", "val_loss", "uniform_loss",
-                 "bits_per_byte", "wall_time_s"]
-
-
 def collect_runs(suite_dir: Path) -> pd.DataFrame:
     """One row per trained run: its plan, training summary and evaluation scores."""
     rows = []
@@ -26,7 +22,7 @@ def collect_runs(suite_dir: Path) -> pd.DataFrame:
         if not run.train_json.exists():
             continue
         plan = yaml.safe_load(run.run_yaml.read_text())
-        row = {"run_id": plan["run_id"], "objective": plan["objective"], "size": plan["size"],
+        row = {"run_id": plan["run_id"], "objective": plan.get("label", plan["objective"]), "size": plan["size"],
                "seed": plan["seed"], "scoring": plan["scoring"], **read_json(run.train_json)}
         for path in sorted(run.eval_dir.glob("*.json")):
             row.update(_eval_columns(read_json(path)))
@@ -79,6 +75,7 @@ def _training_table(summary: pd.DataFrame) -> str:
     table = pd.DataFrame({
         "objective": summary["objective"], "size": summary["size"], "seeds": summary["seeds"],
         "params": summary["params_mean"].map(lambda v: f"{v:,.0f}"),
+        "params trained": summary.get("params_trained_mean", summary["params_mean"]).map(lambda v: f"{v:,.0f}"),
         "FLOPs spent": summary["flops_spent_mean"].map(lambda v: f"{v:.4g}"),
         "tokens seen": summary["tokens_seen_mean"].map(lambda v: f"{v:,.0f}"),
         "val loss": _pm(summary, "val_loss"),

@@ -34,6 +34,15 @@ class Strict(BaseModel):
 class ObjectiveEntry(Strict):
     name: str = Field(description="a registered objective (see `harness objectives`)")
     config: dict[str, Any] = Field(default_factory=dict, description="the objective's own settings")
+    label: str | None = Field(None, description="its name in the report (default: name and config)")
+
+    @property
+    def display(self) -> str:
+        """The report's name for this entry: `mtp` or `mtp(k=2)`, unless a label is given."""
+        if self.label:
+            return self.label
+        settings = ",".join(f"{k}={v}" for k, v in sorted(self.config.items()))
+        return f"{self.name}({settings})" if settings else self.name
 
 
 class BudgetConfig(Strict):
@@ -117,6 +126,12 @@ class Suite(Strict):
                 err = e.errors()[0]
                 raise _KeyedError(("objectives", i, "config", *err["loc"]),
                                   _describe(err, config_cls)) from None
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(self.objectives):
+            if entry.display in seen:
+                raise _KeyedError(("objectives", i), f"'{entry.display}' is already objectives"
+                                  f"[{seen[entry.display]}]; give one of them a different `label`")
+            seen[entry.display] = i
         for i, size in enumerate(self.sizes):
             if size not in SIZES:
                 raise _KeyedError(("sizes", i), f"unknown model size '{size}'; known: {', '.join(SIZES)}")

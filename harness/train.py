@@ -25,7 +25,7 @@ from harness.models import SIZES, model_factory
 from harness.plan import RunPlan, vocab_of
 from harness.results import RunDir, read_jsonl, replace_dir, write_atomic, write_json
 from objectives import registry
-from objectives.base import BATCH_KEYS
+from objectives.base import check_batch
 
 VAL_SEED = 7_777  # validation masks are fixed across steps and runs
 
@@ -44,6 +44,7 @@ def train_worker(config: dict) -> dict:
     step, elapsed = _resume(engine, run)
     log = MetricsLog(run.metrics, enabled=rank == 0, after_step=step)
     sampler = BlockSampler(data.train_tokens, data.dtype, plan.block_length, seed=plan.seed)
+    check_batch(objective.transform(sampler.batch(0, 0, rank, 1), np.random.default_rng(0)), plan.objective)
     val_blocks = BlockSampler(data.val_tokens, data.dtype, plan.block_length, seed=VAL_SEED).val_batches(
         plan.train["val_batches"], plan.train["micro_batch_size"], rank, world)
     started, val = time.time() - elapsed, {}
@@ -147,9 +148,6 @@ def _train_step(engine, objective, sampler, plan: RunPlan, step: int, rank: int)
 
 
 def _to_device(batch: dict, engine) -> dict:
-    missing = set(BATCH_KEYS) - set(batch)
-    if missing:
-        raise ValueError(f"objective batch lacks {sorted(missing)} (contract: {BATCH_KEYS})")
     return {k: v.to(engine.device) for k, v in batch.items()}
 
 

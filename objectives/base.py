@@ -117,6 +117,15 @@ class Objective:
         return {}
 
 
+def check_batch(batch: dict, name: str) -> None:
+    """The batch contract, checked once by the trainer: required keys, and only known ones."""
+    missing = set(BATCH_KEYS) - set(batch)
+    unknown = set(batch) - set(BATCH_KEYS) - set(OPTIONAL_BATCH_KEYS)
+    if missing or unknown:
+        raise ValueError(f"objective {name}: batch lacks {sorted(missing)} and has unknown keys "
+                         f"{sorted(unknown)} (contract: {BATCH_KEYS} plus {OPTIONAL_BATCH_KEYS})")
+
+
 def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, label_smoothing: float = 0.0,
                         z_loss: float = 0.0):
     """Mean cross-entropy over labelled positions, plus accuracy and the count of positions.

@@ -86,3 +86,11 @@ def test_every_shipped_suite_validates_in_every_profile(suite):
     raw = yaml.safe_load(suite.read_text())
     for profile in ["default", *(raw.get("profiles") or {})]:
         assert load_suite(suite, profile).profile == profile
+
+
+def test_two_configs_of_one_objective_get_distinct_labels(tmp_path):
+    data = {**BASE, "objectives": ["mlm", {"name": "mlm", "config": {"mask_rate": 0.3}}]}
+    assert [o.display for o in load_suite(_write(tmp_path, data)).objectives] == ["mlm", "mlm(mask_rate=0.3)"]
+    data["objectives"].append({"name": "mlm", "config": {"mask_rate": 0.3}})
+    with pytest.raises(UserError, match=r"objectives\[2\]: 'mlm\(mask_rate=0.3\)' is already objectives\[1\]"):
+        load_suite(_write(tmp_path, data))
