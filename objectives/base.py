@@ -79,7 +79,9 @@ class Objective:
     special_tokens: ClassVar[tuple[str, ...]] = ()
     # how lm-eval scores a model trained with this objective (see harness.evaluate)
     scoring: ClassVar[str]
-    # whether the loss is a likelihood of the text, so that bits per byte mean something
+    # whether the validation loss is the mean next-token log-loss over every token of the text,
+    # so that it converts to bits per byte (a loss over some tokens only, or over several heads,
+    # does not; issue-level likelihood evaluation covers those)
     defines_likelihood: ClassVar[bool]
     Config: ClassVar[type[ObjectiveConfig]] = ObjectiveConfig
 

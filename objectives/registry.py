@@ -14,6 +14,10 @@ from objectives.base import Objective
 _REGISTRY: dict[str, str] = {
     "clm": "objectives.clm:CausalLM",
     "mlm": "objectives.mlm:MaskedLM",
+    "span_corruption": "objectives.span_corruption:SpanCorruption",
+    "prefix_lm": "objectives.prefix_lm:PrefixLM",
+    "ul2": "objectives.ul2:UL2",
+    "mtp": "objectives.mtp:MultiTokenPrediction",
 }
 
 

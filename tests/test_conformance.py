@@ -24,6 +24,10 @@ SEQ_LEN = 32
 SETTINGS: dict[str, dict] = {
     "clm": {},
     "mlm": {},
+    "span_corruption": {},
+    "prefix_lm": {},
+    "ul2": {},
+    "mtp": {},
 }
 
 

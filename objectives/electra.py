@@ -1,0 +1,196 @@
+"""ELECTRA: replaced-token detection (Clark et al. 2020).
+
+A small generator, a masked LM, fills masked positions with tokens sampled from its softmax;
+the discriminator, an encoder at the run's size, reads the result and tells for every position
+whether its token was replaced. The kept model is the discriminator.
+
+`transform` does the masking, as the paper does: each non-special position is selected with
+probability `mask_rate` and replaced by [MASK] (no 80/10/10). Sampling happens in the model's
+forward, since it needs the generator's logits; no gradient flows through it. A sampled token
+equal to the original counts as original (label 0).
+
+    block           [the, cat, sat, on, the, mat]
+    input_ids       [the, [MASK], sat, on, [MASK], mat]     (the generator's input)
+    labels          [-100, cat, -100, -100, the, -100]      (the generator's MLM targets)
+    generator samples [dog, the] at the two masks
+    discriminator   [the, dog, sat, on, the, mat]  ->  replaced [0, 1, 0, 0, 0, 0]
+
+Loss = generator MLM cross-entropy + disc_weight x mean binary cross-entropy of the
+discriminator over every position (the paper's lambda = 50).
+
+The generator shares the discriminator's token embeddings, as in the paper. It is narrower
+(`generator_fraction` of the width), so it reads them through a Linear projection to its width,
+and its output layer maps back to the embedding width with another Linear and scores tokens
+against the same embedding matrix (plus a bias). The generator owns no embedding matrix.
+
+The exported model is a ModernBertForTokenClassification with one label whose logit means
+"replaced"; its backbone is the trained discriminator backbone.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from transformers import ModernBertForTokenClassification
+
+from harness.models import ModelSize
+from objectives.base import IGNORE_INDEX, CrossEntropyConfig, Objective, cross_entropy
+from objectives.mlm import bert_mask
+
+ALL_MASK = (1.0, 0.0, 0.0)  # every selected position becomes [MASK]
+
+
+def generator_size(size: ModelSize, fraction: float) -> ModelSize:
+    """The discriminator's depth at `fraction` of its width (rounded to an even number), with the
+    discriminator's head width where that divides it, so that each head is whole and even
+    (rotary embeddings rotate pairs of dimensions); the MLP narrows in proportion.
+
+    >>> generator_size(ModelSize(hidden=768, layers=12, heads=12, intermediate=3072), 1 / 3)
+    ModelSize(hidden=256, layers=12, heads=4, intermediate=1024)
+    """
+    hidden = max(2, 2 * round(size.hidden * fraction / 2))
+    heads = max(1, min(size.heads, hidden // (size.hidden // size.heads)))
+    while hidden % heads or (hidden // heads) % 2:
+        heads -= 1
+    intermediate = max(1, round(size.intermediate * hidden / size.hidden))
+    return ModelSize(hidden=hidden, layers=size.layers, heads=heads, intermediate=intermediate)
+
+
+def size_of(model: torch.nn.Module) -> ModelSize:
+    c = model.config
+    return ModelSize(hidden=c.hidden_size, layers=c.num_hidden_layers, heads=c.num_attention_heads,
+                     intermediate=c.intermediate_size)
+
+
+def replace_tokens(input_ids: torch.Tensor, labels: torch.Tensor, samples: torch.Tensor):
+    """(discriminator input, replaced): the original tokens with `samples` (one per labelled
+    position, row-major) at the labelled positions; replaced is True where the token differs."""
+    selected = labels != IGNORE_INDEX
+    original = torch.where(selected, labels, input_ids)
+    corrupted = original.clone()
+    corrupted[selected] = samples
+    return corrupted, corrupted != original
+
+
+@torch.no_grad()
+def sample_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """One token per row, drawn from softmax(logits)."""
+    if logits.size(0) == 0:
+        return torch.zeros(0, dtype=torch.long, device=logits.device)
+    return torch.multinomial(logits.float().softmax(-1), 1).squeeze(-1)
+
+
+class ProjectedEmbedding(torch.nn.Module):
+    """A shared embedding table read at another width: project(shared(ids))."""
+
+    def __init__(self, shared: torch.nn.Embedding, project: torch.nn.Linear):
+        super().__init__()
+        self.shared, self.project = shared, project
+
+    def forward(self, input_ids):
+        return self.project(self.shared(input_ids))
+
+
+class Generator(torch.nn.Module):
+    """The backbone and prediction head of a narrow ModernBertForMaskedLM, reading and scoring
+    tokens with the shared embedding table; its own embedding and decoder are dropped."""
+
+    def __init__(self, mlm: torch.nn.Module, shared: torch.nn.Embedding):
+        super().__init__()
+        width = mlm.config.hidden_size
+        self.backbone, self.head = mlm.model, mlm.head
+        self.backbone.set_input_embeddings(
+            ProjectedEmbedding(shared, torch.nn.Linear(shared.embedding_dim, width, bias=False)))
+        self.project_back = torch.nn.Linear(width, shared.embedding_dim, bias=False)
+        self.bias = torch.nn.Parameter(torch.zeros(shared.num_embeddings))
+
+    @property
+    def shared(self) -> torch.nn.Embedding:
+        return self.backbone.get_input_embeddings().shared
+
+    def forward(self, input_ids, selected):
+        """Vocabulary logits at the selected positions only, in row-major order."""
+        hidden = self.backbone(input_ids=input_ids).last_hidden_state[selected]
+        return F.linear(self.project_back(self.head(hidden)), self.shared.weight, self.bias)
+
+
+class ElectraOutput(NamedTuple):
+    generator_logits: torch.Tensor      # (masked positions, vocab)
+    discriminator_logits: torch.Tensor  # (B, T), "replaced" logits
+    replaced: torch.Tensor              # (B, T) bool, the discriminator's targets
+    discriminator_input: torch.Tensor   # (B, T)
+
+
+class ElectraModel(torch.nn.Module):
+    """Generator and discriminator; one forward samples replacements and scores them."""
+
+    def __init__(self, generator: Generator, discriminator: ModernBertForTokenClassification):
+        super().__init__()
+        self.generator, self.discriminator = generator, discriminator
+
+    def forward(self, input_ids, labels) -> ElectraOutput:
+        generator_logits = self.generator(input_ids, labels != IGNORE_INDEX)
+        corrupted, replaced = replace_tokens(input_ids, labels, sample_tokens(generator_logits))
+        logits = self.discriminator(input_ids=corrupted).logits.squeeze(-1)
+        return ElectraOutput(generator_logits, logits, replaced, corrupted)
+
+
+def token_classifier(mlm: torch.nn.Module) -> ModernBertForTokenClassification:
+    """A ModernBertForTokenClassification (one label) whose backbone is `mlm`'s backbone."""
+    config = copy.deepcopy(mlm.config)
+    config.num_labels = 1
+    config.sparse_prediction = False
+    model = ModernBertForTokenClassification(config)
+    model.model = mlm.model
+    return model
+
+
+class ElectraConfig(CrossEntropyConfig):
+    """label_smoothing and z_loss apply to the generator's MLM loss."""
+
+    mask_rate: float = Field(0.15, gt=0, lt=1, description="share of positions the generator fills")
+    generator_fraction: float = Field(0.25, gt=0, le=1,
+                                      description="generator width / discriminator width (paper: 1/4 to 1/3)")
+    disc_weight: float = Field(50.0, gt=0, description="weight of the discriminator's loss (lambda)")
+
+
+class Electra(Objective):
+    name = "electra"
+    architecture = "encoder"
+    special_tokens = ("[MASK]",)
+    scoring = "discriminator"
+    defines_likelihood = False
+    Config = ElectraConfig
+
+    def transform(self, block, rng):
+        inputs, labels = bert_mask(np.asarray(block, dtype=np.int64), rng, rate=self.config.mask_rate,
+                                   mask_id=self.vocab.id("[MASK]"), special_ids=self.vocab.special_ids(),
+                                   vocab_size=self.vocab.size, split=ALL_MASK)
+        return {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels)}
+
+    def build_model(self, make):
+        discriminator = token_classifier(make("encoder", overrides=self.model_overrides()))
+        size = generator_size(size_of(discriminator), self.config.generator_fraction)
+        generator = make("encoder", size=size, overrides=self.model_overrides())
+        return ElectraModel(Generator(generator, discriminator.model.get_input_embeddings()), discriminator)
+
+    def export_model(self, module):
+        return module.discriminator
+
+    def loss(self, model, batch):
+        labels = batch["labels"]
+        out = model(input_ids=batch["input_ids"], labels=labels)
+        generator_loss, generator = cross_entropy(out.generator_logits, labels[labels != IGNORE_INDEX], self.config)
+        target = out.replaced.float()
+        disc_loss = F.binary_cross_entropy_with_logits(out.discriminator_logits.float(), target)
+        disc_accuracy = ((out.discriminator_logits > 0).float() == target).float().mean().item()
+        loss = generator_loss + self.config.disc_weight * disc_loss
+        # accuracy and predicted describe the discriminator, the model kept: every position.
+        return loss, {"loss": loss.item(), "accuracy": disc_accuracy, "predicted": int(target.numel()),
+                      "generator_loss": generator_loss.item(), "generator_accuracy": generator["accuracy"],
+                      "discriminator_loss": disc_loss.item(), "replaced": target.mean().item()}

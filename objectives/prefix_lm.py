@@ -1,0 +1,115 @@
+"""Prefix language modelling on a decoder (Raffel et al. 2020, section 3.2.1; Liu et al. 2018).
+
+Each row is cut at a prefix length drawn uniformly from 1..L-1 (`noise.prefix_split`). The
+prefix is read bidirectionally, the rest causally: query i attends key j iff j < prefix or
+j <= i. The loss covers the suffix tokens only, each predicted from everything before it; the
+first suffix token is predicted at the last prefix position, which sees the whole prefix and
+nothing after it. Prefix positions predict nothing: they see the token they would predict.
+
+    block           [the, cat, sat, on, the, mat]          prefix length 3
+    input_ids       [the, cat, sat, on, the, mat]
+    labels          [-100, -100, on, the, mat, -100]
+    prefix_lengths  3
+
+    attention (row = query, 1 = may attend)
+        the  1 1 1 0 0 0
+        cat  1 1 1 0 0 0
+        sat  1 1 1 0 0 0
+        on   1 1 1 1 0 0
+        the  1 1 1 1 1 0
+        mat  1 1 1 1 1 1
+
+`prefix_attention_mask`, `assemble` and `prefix_lm_logits` are shared with UL2 and with the
+lm-eval adapter (harness.evaluate.prefix).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from objectives.base import IGNORE_INDEX, CrossEntropyConfig, Objective, cross_entropy
+from objectives.noise import prefix_split
+
+
+def prefix_attention_mask(prefix_lengths: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, 1, L, L) bool, True where query i may attend key j: j < prefix length or j <= i.
+
+    True means attend, as scaled_dot_product_attention reads a boolean mask. Every query may
+    attend at least itself, so no row is empty (an empty row would make sdpa return NaN).
+    """
+    positions = torch.arange(length, device=prefix_lengths.device)
+    causal = positions[None, :] <= positions[:, None]                     # (L, L): key <= query
+    in_prefix = positions[None, :] < prefix_lengths.reshape(-1, 1, 1)    # (B, 1, L): key in prefix
+    return (causal[None] | in_prefix)[:, None]
+
+
+def prefix_lm_logits(model: torch.nn.Module, input_ids: torch.Tensor, prefix_lengths: torch.Tensor):
+    """Logits of a ModernBERT decoder reading each row's prefix bidirectionally.
+
+    A 4-D mask is used as given by transformers' mask creation (create_causal_mask returns a
+    prepared 4-D mask unchanged), so the decoder's causal mask is replaced, not combined.
+    """
+    mask = prefix_attention_mask(prefix_lengths, input_ids.shape[1])
+    return model(input_ids=input_ids, attention_mask=mask).logits
+
+
+def assemble(prefix: np.ndarray, suffix: np.ndarray, length: int, pad_id: int):
+    """(input_ids, labels) of one row: prefix then suffix, right-padded to `length`.
+
+    labels[t] = row[t + 1] wherever row[t + 1] is a suffix token, IGNORE_INDEX elsewhere.
+
+    >>> assemble(np.array([7, 8]), np.array([9, 10]), 5, pad_id=0)
+    (array([ 7,  8,  9, 10,  0]), array([-100,    9,   10, -100, -100]))
+    """
+    content = np.concatenate([prefix, suffix]).astype(np.int64)
+    if len(content) > length:
+        raise ValueError(f"a row of {len(content)} tokens does not fit {length}")
+    input_ids = np.full(length, pad_id, dtype=np.int64)
+    input_ids[: len(content)] = content
+    labels = np.full(length, IGNORE_INDEX, dtype=np.int64)
+    labels[len(prefix) - 1 : len(content) - 1] = suffix
+    return input_ids, labels
+
+
+def split_rows(block: np.ndarray, rng: np.random.Generator):
+    """Prefix LM batch arrays of a (B, L) block: (input_ids, labels, prefix_lengths)."""
+    rows = []
+    for row in np.asarray(block, dtype=np.int64):
+        cut = prefix_split(len(row), rng)
+        rows.append((*assemble(row[:cut], row[cut:], len(row), pad_id=0), cut))
+    input_ids, labels, prefix_lengths = zip(*rows)
+    return np.stack(input_ids), np.stack(labels), np.array(prefix_lengths, dtype=np.int64)
+
+
+def as_batch(input_ids: np.ndarray, labels: np.ndarray, prefix_lengths: np.ndarray) -> dict[str, torch.Tensor]:
+    return {"input_ids": torch.from_numpy(input_ids), "labels": torch.from_numpy(labels),
+            "prefix_lengths": torch.from_numpy(prefix_lengths)}
+
+
+def prefix_lm_loss(model, batch: dict[str, torch.Tensor], config):
+    """(loss, metrics) of a batch with prefix_lengths: cross-entropy on the labelled suffix."""
+    logits = prefix_lm_logits(model, batch["input_ids"], batch["prefix_lengths"])
+    loss, metrics = cross_entropy(logits, batch["labels"], config)
+    return loss, {"loss": loss.item(), **metrics}
+
+
+class PrefixLMConfig(CrossEntropyConfig):
+    pass
+
+
+class PrefixLM(Objective):
+    name = "prefix_lm"
+    architecture = "decoder"
+    special_tokens = ()
+    scoring = "prefix-loglikelihood"
+    # The loss covers the suffix tokens only, so it converts to no bits per byte (objectives.base).
+    defines_likelihood = False
+    Config = PrefixLMConfig
+
+    def transform(self, block, rng):
+        # No padding: every row is the whole block, so pad_id is never written.
+        return as_batch(*split_rows(block, rng))
+
+    def loss(self, model, batch):
+        return prefix_lm_loss(model, batch, self.config)
