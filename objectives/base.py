@@ -15,6 +15,9 @@ is shared:
     decoder_input_ids (B, S)  the decoder's input, for an encoder-decoder (labels align with it)
     prefix_lengths    (B,)    tokens at the start of each row that attend bidirectionally
     sequence_labels   (B,)    one class per row (next-sentence / sentence-order prediction)
+    attention_mask    (B, T)  1 on tokens the model reads, 0 on padding (NSP/SOP rows are padded)
+    noise_seed        (B,)    seeds for draws the loss makes (ELECTRA's sampling), drawn from the
+                              transform's rng so that they too are a function of (seed, step)
 
 An objective also says which module is trained (`build_model`: the backbone, or the backbone
 with extra heads or a generator) and which model is kept and evaluated (`export_model`).
@@ -32,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 IGNORE_INDEX = -100
 BATCH_KEYS = ("input_ids", "labels")
-OPTIONAL_BATCH_KEYS = ("decoder_input_ids", "prefix_lengths", "sequence_labels")
+OPTIONAL_BATCH_KEYS = ("decoder_input_ids", "prefix_lengths", "sequence_labels", "attention_mask",
+                       "noise_seed")
 Architecture = Literal["decoder", "encoder", "encoder-decoder"]
 
 

@@ -78,11 +78,15 @@ def replace_tokens(input_ids: torch.Tensor, labels: torch.Tensor, samples: torch
 
 
 @torch.no_grad()
-def sample_tokens(logits: torch.Tensor) -> torch.Tensor:
-    """One token per row, drawn from softmax(logits)."""
+def sample_tokens(logits: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+    """One token per row, drawn from softmax(logits); from a generator seeded with `seed` if given
+    (the batch's noise_seed, so that a resumed run draws what an uninterrupted one would)."""
     if logits.size(0) == 0:
         return torch.zeros(0, dtype=torch.long, device=logits.device)
-    return torch.multinomial(logits.float().softmax(-1), 1).squeeze(-1)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=logits.device).manual_seed(seed)
+    return torch.multinomial(logits.float().softmax(-1), 1, generator=generator).squeeze(-1)
 
 
 class ProjectedEmbedding(torch.nn.Module):
@@ -133,9 +137,10 @@ class ElectraModel(torch.nn.Module):
         super().__init__()
         self.generator, self.discriminator = generator, discriminator
 
-    def forward(self, input_ids, labels) -> ElectraOutput:
+    def forward(self, input_ids, labels, noise_seed=None) -> ElectraOutput:
         generator_logits = self.generator(input_ids, labels != IGNORE_INDEX)
-        corrupted, replaced = replace_tokens(input_ids, labels, sample_tokens(generator_logits))
+        seed = None if noise_seed is None else int(noise_seed[0])
+        corrupted, replaced = replace_tokens(input_ids, labels, sample_tokens(generator_logits, seed))
         logits = self.discriminator(input_ids=corrupted).logits.squeeze(-1)
         return ElectraOutput(generator_logits, logits, replaced, corrupted)
 
@@ -171,7 +176,9 @@ class Electra(Objective):
         inputs, labels = bert_mask(np.asarray(block, dtype=np.int64), rng, rate=self.config.mask_rate,
                                    mask_id=self.vocab.id("[MASK]"), special_ids=self.vocab.special_ids(),
                                    vocab_size=self.vocab.size, split=ALL_MASK)
-        return {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels)}
+        seeds = rng.integers(0, 2**62, size=len(inputs))
+        return {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
+                "noise_seed": torch.from_numpy(seeds)}
 
     def build_model(self, make):
         discriminator = token_classifier(make("encoder", overrides=self.model_overrides()))
@@ -184,7 +191,7 @@ class Electra(Objective):
 
     def loss(self, model, batch):
         labels = batch["labels"]
-        out = model(input_ids=batch["input_ids"], labels=labels)
+        out = model(input_ids=batch["input_ids"], labels=labels, noise_seed=batch.get("noise_seed"))
         generator_loss, generator = cross_entropy(out.generator_logits, labels[labels != IGNORE_INDEX], self.config)
         target = out.replaced.float()
         disc_loss = F.binary_cross_entropy_with_logits(out.discriminator_logits.float(), target)

@@ -18,6 +18,9 @@ _REGISTRY: dict[str, str] = {
     "prefix_lm": "objectives.prefix_lm:PrefixLM",
     "ul2": "objectives.ul2:UL2",
     "mtp": "objectives.mtp:MultiTokenPrediction",
+    "electra": "objectives.electra:Electra",
+    "nsp": "objectives.nsp:NextSentencePrediction",
+    "sop": "objectives.sop:SentenceOrderPrediction",
 }
 
 

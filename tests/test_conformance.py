@@ -28,6 +28,9 @@ SETTINGS: dict[str, dict] = {
     "prefix_lm": {},
     "ul2": {},
     "mtp": {},
+    "electra": {},
+    "nsp": {},
+    "sop": {},
 }
 
 

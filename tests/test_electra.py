@@ -237,3 +237,15 @@ def test_evaluate_model_scores_with_the_discriminator(tiny_data, saved, tmp_path
     for task, entry in summary.items():
         assert entry["scoring"] == "discriminator" and 0.0 <= entry["acc"] <= 1.0
         assert (tmp_path / "eval" / f"{task}.json").is_file()
+
+
+def test_sampling_is_a_function_of_the_batch_seed():
+    """A resumed run must draw the replacements an uninterrupted one would: same noise_seed,
+    same samples, whatever torch's global generator has done in between."""
+    from objectives.electra import sample_tokens
+    logits = torch.randn(50, 40)
+    torch.manual_seed(1)
+    a = sample_tokens(logits, seed=7)
+    torch.manual_seed(2)
+    b = sample_tokens(logits, seed=7)
+    assert torch.equal(a, b) and not torch.equal(a, sample_tokens(logits, seed=8))
