@@ -43,6 +43,19 @@ def _parser() -> argparse.ArgumentParser:
     obj = sub.add_parser("objectives", help="list the registered objectives")
     obj.set_defaults(func=_cmd_objectives)
 
+    data = sub.add_parser("data", help="data commands (`harness data prepare`: an offline mirror)")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    prep = data_sub.add_parser(
+        "prepare", epilog=EPILOG,
+        help="materialize a suite's corpus shards, tokenizer and evaluation data into one directory",
+        description="Materialize the corpus shards, tokenizer and evaluation data of a suite into one "
+                    "directory, so that its runs need no network (HF_DATASETS_OFFLINE=1): prepare on a "
+                    "machine with network, then set `data: {source: prepared, prepared: {dir: DIR}}`.")
+    _suite_args(prep)
+    prep.add_argument("--out", type=Path, metavar="DIR",
+                      help="write here (default: the suite's cache, RESULTS/_data/<hash>/)")
+    prep.set_defaults(func=_cmd_data_prepare)
+
     rep = sub.add_parser("report", help="rebuild summary.csv and report.md from stored results")
     rep.add_argument("suite_dir", metavar="RESULTS/SUITE", type=Path)
     rep.set_defaults(func=_cmd_report)
@@ -82,6 +95,22 @@ def _cmd_validate(args) -> int:
     for p in plans:
         print(f"{p.run_id:<{w}} {p.architecture:<15} {p.params:>10,} {p.flops_per_step:>11.3g} "
               f"{p.steps:>6} {p.total_tokens:>12,} {p.total_flops:>10.3g}")
+    return 0
+
+
+def _cmd_data_prepare(args) -> int:
+    suite = _load(args)
+    from harness.data import data_card, prepare
+    from harness.pipeline import special_tokens
+    data = prepare(suite.data, special_tokens(suite), cache_root=args.results.resolve() / "_data",
+                   out=args.out)
+    print(f"prepared data for suite {suite.name} in {data.root}:")
+    for path in sorted(p for p in data.root.rglob("*") if p.is_file()):
+        print(f"  {path.relative_to(data.root)}  ({path.stat().st_size:,} bytes)")
+    for key, value in data_card(data).items():
+        print(f"{key}: {value}")
+    print("to use it, put in the suite (HF_DATASETS_OFFLINE=1 then suffices):")
+    print(f"  data: {{source: prepared, prepared: {{dir: {data.root}}}}}")
     return 0
 
 

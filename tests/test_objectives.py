@@ -109,3 +109,33 @@ def test_registry_suggests_close_names():
     assert registry.get("mlm") is MaskedLM
     with pytest.raises(UserError, match="did you mean 'mlm'"):
         registry.get("mlmm")
+
+
+def test_label_smoothing_and_z_loss_follow_their_definitions():
+    from objectives.base import token_cross_entropy
+    torch.manual_seed(0)
+    logits, labels = torch.randn(2, 6, 50) * 3, torch.randint(0, 50, (2, 6))
+    labels[0, :2] = IGNORE_INDEX
+    keep = labels != IGNORE_INDEX
+    plain, _ = token_cross_entropy(logits, labels)
+    smoothed, _ = token_cross_entropy(logits, labels, label_smoothing=0.1)
+    logp = logits[keep].log_softmax(-1)
+    reference = (0.9 * -logp.gather(1, labels[keep][:, None]).squeeze(1) + 0.1 * -logp.mean(-1)).mean()
+    torch.testing.assert_close(smoothed, reference)
+    with_z, _ = token_cross_entropy(logits, labels, z_loss=1e-2)
+    torch.testing.assert_close(with_z - plain, 1e-2 * torch.logsumexp(logits[keep], -1).pow(2).mean())
+
+
+def test_every_cross_entropy_objective_takes_the_options():
+    from objectives import registry
+    from objectives.base import CrossEntropyConfig
+    for name in registry.names():
+        config = registry.get(name).Config
+        if issubclass(config, CrossEntropyConfig):
+            assert config(label_smoothing=0.1, z_loss=1e-4).label_smoothing == 0.1
+    objective = CausalLM(CausalLM.Config(label_smoothing=0.2), VOCAB)
+    model = build_model("decoder", SIZES["tiny"], vocab_size=VOCAB.size, special=SPECIAL, max_len=32)
+    batch = objective.transform(_block(np.random.default_rng(0)), np.random.default_rng(1))
+    smoothed, _ = objective.loss(model, batch)
+    plain, _ = CausalLM(CausalLM.Config(), VOCAB).loss(model, batch)
+    assert smoothed.item() != pytest.approx(plain.item())
