@@ -105,8 +105,11 @@ def _cmd_data_prepare(args) -> int:
     data = prepare(suite.data, special_tokens(suite), cache_root=args.results.resolve() / "_data",
                    out=args.out)
     print(f"prepared data for suite {suite.name} in {data.root}:")
-    for path in sorted(p for p in data.root.rglob("*") if p.is_file()):
-        print(f"  {path.relative_to(data.root)}  ({path.stat().st_size:,} bytes)")
+    for entry in sorted(data.root.iterdir()):
+        files = [p for p in entry.rglob("*") if p.is_file()] if entry.is_dir() else [entry]
+        size = sum(p.stat().st_size for p in files)
+        what = f"{len(files)} files, " if entry.is_dir() else ""
+        print(f"  {entry.name}{'/' if entry.is_dir() else ''}  ({what}{size:,} bytes)")
     for key, value in data_card(data).items():
         print(f"{key}: {value}")
     print("to use it, put in the suite (HF_DATASETS_OFFLINE=1 then suffices):")

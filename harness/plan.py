@@ -120,7 +120,10 @@ def _ledger(suite: Suite, data: PreparedData, entry, size: str) -> dict:
 
 def vocab_of(data: dict | PreparedData) -> Vocab:
     data = data if isinstance(data, PreparedData) else PreparedData.from_dict(data)
-    return Vocab(data.vocab_size, data.special_tokens, _sentence_ends(str(data.tokenizer_dir)))
+    # The data layer found the sentence ends when it cut its sentence index (any tokenizer,
+    # pretrained ones too); older entries without them fall back to the vocabulary scan.
+    sentence_end = data.sentence_end or _sentence_ends(str(data.tokenizer_dir))
+    return Vocab(data.vocab_size, data.special_tokens, sentence_end)
 
 
 @functools.lru_cache(maxsize=8)

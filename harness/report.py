@@ -57,18 +57,44 @@ def write_report(suite_dir: Path, title: str, description: str = "") -> tuple[Pa
     summary = summarize(runs)
     csv_path, md_path = suite_dir / "summary.csv", suite_dir / "report.md"
     write_atomic(csv_path, summary.to_csv(index=False))
-    write_atomic(md_path, render_markdown(title, description, runs, summary))
+    write_atomic(md_path, render_markdown(title, description, runs, summary, suite_data_card(suite_dir)))
     return csv_path, md_path
+
+
+def suite_data_card(suite_dir: Path) -> dict | None:
+    """The data card of the suite's data, read from any run's plan (every run shares the data)."""
+    from harness.data import PreparedData, data_card
+    run_yaml = next(iter(sorted(Path(suite_dir).glob("*/run.yaml"))), None)
+    if run_yaml is None:
+        return None
+    return data_card(PreparedData.from_dict(yaml.safe_load(run_yaml.read_text())["data"]))
 
 
 # --- markdown ----------------------------------------------------------------------------------
 
 
-def render_markdown(title: str, description: str, runs: pd.DataFrame, summary: pd.DataFrame) -> str:
-    parts = [f"# {title}", description.strip(), _training_table(summary), _eval_table(runs, summary),
+def render_markdown(title: str, description: str, runs: pd.DataFrame, summary: pd.DataFrame,
+                    card: dict | None = None) -> str:
+    parts = [f"# {title}", description.strip(), _data_table(card), _training_table(summary),
+             _eval_table(runs, summary),
              _reading_notes(), "## Runs", runs[["run_id", "objective", "size", "seed", "steps",
                                                 "val_loss", "wall_time_s"]].to_markdown(index=False)]
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _data_table(card: dict | None) -> str:
+    """Source, size, tokenizer, validation split and (synthetic world) the entropy floor."""
+    if not card:
+        return ""
+    rows = [{"split": split, "documents": f"{card[f'{split}_documents']:,}", "tokens": f"{card[f'{split}_tokens']:,}",
+             "bytes": f"{card[f'{split}_bytes']:,}"} for split in ("train", "val")]
+    floor = card.get("entropy_bits_per_byte")
+    lines = [f"Source: {card['source']}. Tokenizer: {card['tokenizer']}, vocabulary {card['vocab_size']:,}. "
+             f"Validation: the last {card['val_fraction']:.0%} of the documents, read by no training run."]
+    if floor is not None:
+        lines.append(f"Entropy floor of the validation text (the generator's true entropy): "
+                     f"{floor:.4f} bits/byte; no model's `bits/byte` can be lower on average.")
+    return "## Data\n\n" + " ".join(lines) + "\n\n" + pd.DataFrame(rows).to_markdown(index=False)
 
 
 def _training_table(summary: pd.DataFrame) -> str:

@@ -83,7 +83,9 @@ class ResourcesConfig(Strict):
 
 
 class EvalConfig(Strict):
-    tasks: list[str] = Field(default_factory=lambda: ["synthetic_hellaswag", "synthetic_glue"])
+    tasks: list[str] = Field(default_factory=lambda: [
+        "synthetic_hellaswag", "synthetic_mmlu", "synthetic_glue", "synthetic_cola", "synthetic_sst2",
+        "synthetic_rte"], description="lm-eval task names: the synthetic world's, or lm-eval's own")
     batch_size: int = Field(32, gt=0)
     limit: int | None = Field(None, gt=0, description="examples per task (None: all)")
     cpus: int = Field(1, gt=0, description="CPUs of each evaluation task")

@@ -1,24 +1,29 @@
 import json
 import pickle
+import re
+import time
 
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
+from harness.synthetic import TASK_SPLITS, TASKS
 from harness.data import (
     BASE_SPECIAL_TOKENS,
     CORPUS_SEED,
     META,
-    TASK_ROWS,
-    TASK_SPLITS,
     BlockSampler,
     DataConfig,
     PreparedData,
+    TokenIndex,
     TokenizerConfig,
+    data_card,
     load_tokenizer,
     prepare,
     split_documents,
     text_bytes,
+    token_dtype,
+    write_split,
 )
 from harness.errors import UserError
 from harness.synthetic import WorldConfig, build_world, corpus
@@ -93,11 +98,11 @@ def test_small_vocabulary_uses_uint16(prepared):
 
 
 def test_task_files_hold_the_configured_rows(prepared):
-    for task in TASK_ROWS:
+    for task in TASKS:
         for split in TASK_SPLITS:
             lines = (prepared.tasks_dir / task / f"{split}.jsonl").read_text().splitlines()
             assert len(lines) == CFG.eval_examples
-            assert isinstance(json.loads(lines[0])["label"], int)
+            assert isinstance(json.loads(lines[0]), dict)
 
 
 def test_cache_hit_returns_the_entry_without_rewriting(prepared, cache_root):
@@ -117,7 +122,9 @@ def test_another_config_gets_another_entry(prepared, cache_root):
 def test_prepared_data_round_trips_through_json(prepared):
     d = json.loads(json.dumps(prepared.to_dict()))
     assert PreparedData.from_dict(d) == prepared
-    assert json.loads((prepared.root / META).read_text()) == d
+    meta = json.loads((prepared.root / META).read_text())
+    assert {k: meta[k] for k in d} == d
+    assert meta["card"] == data_card(prepared) and meta["config"] == CFG.model_dump(mode="json")
 
 
 def test_too_small_vocabulary_is_a_user_error(tmp_path):
@@ -177,3 +184,110 @@ def test_sampler_pickles_as_its_arguments(counting_file):
     assert len(pickle.dumps(sampler)) < 1000
     copy = pickle.loads(pickle.dumps(sampler))
     assert np.array_equal(copy.batch(1, 0, 0, 4), sampler.batch(1, 0, 0, 4))
+
+
+# ---------------------------------------------------------------- index, card, shards
+
+
+def test_data_card_counts_match_the_files(prepared, documents):
+    train, val = documents
+    card = data_card(prepared)
+    assert card["source"].startswith("synthetic") and card["tokenizer"] == "bpe"
+    assert (card["train_documents"], card["val_documents"]) == (len(train), len(val))
+    assert card["train_tokens"] == len(np.fromfile(prepared.train_tokens, dtype=prepared.dtype))
+    assert card["val_tokens"] == len(np.fromfile(prepared.val_tokens, dtype=prepared.dtype))
+    assert (card["train_bytes"], card["val_bytes"]) == (text_bytes(train), text_bytes(val))
+    assert card["vocab_size"] == prepared.vocab_size and card["val_fraction"] == CFG.val_fraction
+    entropy = card["entropy_bits_per_byte"]
+    assert entropy is None or 0 < entropy < 8
+
+
+def test_the_index_holds_every_document_and_sentence(prepared, documents):
+    train, _ = documents
+    tokenizer = load_tokenizer(prepared.tokenizer_dir)
+    tokens = np.fromfile(prepared.train_tokens, dtype=prepared.dtype)
+    index = TokenIndex.open(prepared.train_tokens)
+    assert len(index) == len(train) and index.documents[-1] == len(tokens)
+    for i in range(0, len(train), 7):
+        start, stop = index.document(i)
+        assert tokens[stop - 1] == prepared.special_tokens["[EOS]"]
+        cuts = [*index.sentences_of(i), stop - 1]
+        sentences = [tokenizer.decode(tokens[a:b]).strip() for a, b in zip(cuts, cuts[1:])]
+        assert sentences == reference_sentences(train[i])
+
+
+def reference_sentences(text: str) -> list[str]:
+    """Sentences cut at the text's sentence-final punctuation ("." "?" "!"), as the index cuts."""
+    return [s.strip() for s in re.findall(r"[^.!?]*[.!?]+|[^.!?]+$", text) if s.strip()]
+
+
+def test_blocks_decode_to_the_documents_they_were_cut_from(prepared, documents):
+    train, _ = documents
+    tokenizer = load_tokenizer(prepared.tokenizer_dir)
+    eos = prepared.special_tokens["[EOS]"]
+    sampler = BlockSampler(prepared.train_tokens, prepared.dtype, seq_len=128, seed=3)
+    starts = sampler.starts(step=2, micro=0, rank=0, batch_size=16)
+    blocks, doc_ids = sampler.batch(2, 0, 0, 16), sampler.document_ids(starts)
+    n_whole = 0
+    for start, block, ids in zip(starts, blocks, doc_ids):
+        for doc in np.unique(ids):
+            piece = block[ids == doc]
+            text = tokenizer.decode(piece[piece != eos])
+            first, stop = sampler.index.document(doc)
+            if start <= first and stop <= start + 128:  # the whole document is in the block
+                n_whole += 1
+                assert text == train[doc] and piece[-1] == eos
+            else:
+                assert text.strip() in train[doc]
+    assert n_whole > 0
+
+
+def test_resumed_sampling_equals_uninterrupted_sampling(prepared):
+    args = (prepared.train_tokens, prepared.dtype, 16, 11)
+    keys = [(step, micro, rank) for step in range(8) for micro in range(2) for rank in range(2)]
+    uninterrupted = [BlockSampler(*args).batch(*key, batch_size=4) for key in keys]
+    first = BlockSampler(*args)
+    before = [first.batch(*key, batch_size=4) for key in keys if key[0] < 5]
+    resumed = pickle.loads(pickle.dumps(first))  # what a restarted worker builds
+    after = [resumed.batch(*key, batch_size=4) for key in keys if key[0] >= 5]
+    assert len(before) + len(after) == len(uninterrupted)
+    assert all(np.array_equal(a, b) for a, b in zip(before + after, uninterrupted))
+
+
+def test_ids_beyond_uint16_are_written_as_uint32(tmp_path):
+    import datasets
+    assert token_dtype(2**16) == "uint16" and token_dtype(2**16 + 1) == "uint32"
+    docs = [[70_000, 5, 9, 2], [65_536, 2], [9, 9, 9, 9, 9, 2]]
+    features = datasets.Features({"ids": datasets.List(datasets.Value("uint32")), "bytes": datasets.Value("int64")})
+    table = datasets.Dataset.from_dict({"ids": docs, "bytes": [4, 2, 6]}, features=features)
+    stats = write_split(table, tmp_path / "t.bin", sentence_end=[5], eos=2)
+    assert (stats.documents, stats.tokens, stats.bytes) == (3, 12, 12)
+    assert np.fromfile(tmp_path / "t.bin", dtype="uint32").tolist() == sum(docs, [])
+    index = TokenIndex.open(tmp_path / "t.bin")
+    assert index.documents.tolist() == [0, 4, 6, 12]
+    assert index.sentences.tolist() == [0, 2, 4, 6]  # "70000 5 | 9", "65536", "9 9 9 9 9"
+
+
+def test_more_processes_change_neither_the_key_nor_the_shards(prepared, tmp_path):
+    parallel = prepare(CFG.model_copy(update={"num_proc": 2}), SPECIALS, tmp_path)
+    assert parallel.root.name == prepared.root.name
+    for name in ("train.bin", "val.bin", "train.docs.bin", "train.sentences.bin"):
+        assert (parallel.root / name).read_bytes() == (prepared.root / name).read_bytes()
+    assert "num_proc" not in CFG.model_dump()
+
+
+def test_the_default_synthetic_corpus_prepares_quickly(tmp_path):
+    started = time.perf_counter()
+    data = prepare(DataConfig(), BASE_SPECIAL_TOKENS, tmp_path)
+    assert time.perf_counter() - started < 10
+    assert data.n_train_documents + data.n_val_documents == DataConfig().synthetic.documents
+
+
+def test_special_tokens_written_in_a_document_are_text(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("ann said [MASK] .\nbob said [EOS] twice .\n" * 20)
+    cfg = DataConfig(source="files", files={"paths": [str(path)]}, tokenizer={"vocab_size": 100})
+    data = prepare(cfg, SPECIALS, tmp_path / "cache")
+    tokens = np.fromfile(data.train_tokens, dtype=data.dtype)
+    eos, mask = data.special_tokens["[EOS]"], data.special_tokens["[MASK]"]
+    assert mask not in tokens and (tokens == eos).sum() == data.n_train_documents

@@ -66,6 +66,7 @@ def test_tiny_suite_end_to_end_then_rerun_retrains_nothing(tmp_path):
 
     report = (suite_dir / "report.md").read_text()
     assert "| clm " in report and "| mlm " in report and "pseudo-loglikelihood" in report
+    assert "## Data" in report and "Entropy floor of the validation text" in report
     assert "2 to train" in first.stdout
 
     stamps = {p: p.stat().st_mtime_ns for run in runs for p in run.rglob("*") if p.is_file()}

@@ -30,6 +30,7 @@ from harness.evaluate import (
     plain_metrics,
 )
 from harness.evaluate.adapters import PseudoLogLikelihoodLM, left_truncate, masked_copy
+from harness.synthetic import TASKS
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[EOS]", "[MASK]", "[CLS]", "[SEP]"]
 NAMES, CITIES, JOBS = ["alice", "bob", "carol", "dave"], ["paris", "rome", "oslo", "lima"], ["baker", "farmer", "nurse"]
@@ -266,7 +267,7 @@ def test_materialize_tasks_points_at_local_data(tasks_dir):
     include = materialize_tasks(tasks_dir)
     text = (include / "synthetic_glue.yaml").read_text()
     assert str((tasks_dir / "synthetic_glue" / "validation.jsonl").resolve()) in text
-    assert sorted(path.name for path in include.glob("*.yaml")) == ["synthetic_glue.yaml", "synthetic_hellaswag.yaml"]
+    assert sorted(path.name for path in include.glob("*.yaml")) == sorted(f"{task}.yaml" for task in TASKS)
 
 
 def test_unknown_task_is_a_user_error(model_dirs, tasks_dir, tmp_path):
