@@ -222,7 +222,7 @@ def test_adapter_equals_a_hand_computation(saved):
         expected, expected_greedy = _reference(model, tokenizer, context, continuation)
         assert score == pytest.approx(expected, abs=1e-4)
         assert greedy == expected_greedy
-    with pytest.raises(NotImplementedError, match="cannot generate"):
+    with pytest.raises(NotImplementedError, match="does not generate text"):
         lm.generate_until([Instance("generate_until", {}, ("a", {"until": ["."]}), 0)])
 
 

@@ -227,7 +227,7 @@ def test_refusals(model_dir):
     with pytest.raises(ValueError, match="no sentinel token '<extra_id_x>'"):
         EncoderDecoderLM(pretrained=str(model_dir), device="cpu", sentinel="<extra_id_x>")
     lm = EncoderDecoderLM(pretrained=str(model_dir), device="cpu")
-    with pytest.raises(NotImplementedError, match="pairs only"):
+    with pytest.raises(NotImplementedError, match="no rolling"):
         lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("alice lives",), 0)])
     with pytest.raises(NotImplementedError, match="does not generate"):
         lm.generate_until([Instance("generate_until", {}, ("alice", {"until": ["."]}), 0)])

@@ -219,7 +219,7 @@ def test_adapter_with_a_one_token_prefix_equals_lm_evals_hf_scoring(model_dir):
 def test_adapter_truncates_from_the_left_keeping_the_mode_token(model_dir):
     assert prefix_row([9], [1, 2, 3], [4, 5], max_length=4) == ([9, 3, 4, 5], 2)
     assert prefix_row([], [1, 2], [3, 4, 5], max_length=3) == ([3, 4, 5], 1)  # one token stays prefix
-    with pytest.raises(ValueError, match="not in the tokenizer"):
+    with pytest.raises(ValueError, match="the tokenizer has no mode token"):
         PrefixScorer(pretrained=str(model_dir), device="cpu", mode_token="[NOPE]")
 
 

@@ -46,35 +46,54 @@ def _resolve_device(device: str | None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-@register_model("harness-pll")
-class PseudoLogLikelihoodLM(TemplateLM):
-    """Pseudo-log-likelihood scoring of a masked-LM encoder saved with `save_pretrained`.
+class HarnessLM(TemplateLM):
+    """What the harness's lm-eval models share: a model saved with `save_pretrained` and its
+    tokenizer, text tokenized as the training text was, and (context, continuation) scoring only.
 
-    `batch_size` counts masked copies (encoder forward rows), gathered across requests.
+    A subclass names itself (`name`), says what it scores (`scores`), loads its model (`load`)
+    and implements `_loglikelihood_tokens`.
     """
 
-    # In lm-eval, backend "causal" makes TemplateLM tokenize context + continuation together and
-    # split at the context's length, so the space between them is handled exactly as HFLM
-    # handles it for the decoders; nothing here attends causally.
+    # Backend "causal" makes TemplateLM tokenize context + continuation together and split at the
+    # context's length, so the space between them is handled exactly as HFLM handles it for the
+    # decoders (whatever the model's attention pattern).
     backend = "causal"
+    name = "harness"
+    scores = "(context, continuation) pairs"
 
-    def __init__(
-        self,
-        pretrained: str,
-        batch_size: int | str = 32,
-        device: str | None = None,
-        dtype: str = "float32",
-        max_length: int | None = None,
-    ) -> None:
+    def __init__(self, pretrained: str, batch_size: int | str = 32, device: str | None = None,
+                 dtype: str = "float32", max_length: int | None = None) -> None:
         super().__init__()
         self._device = _resolve_device(device)
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(pretrained)
-        if self.tokenizer.mask_token_id is None:
-            raise ValueError(f"{pretrained}: the tokenizer has no mask token; pseudo-log-likelihood needs one")
-        self.model = transformers.AutoModelForMaskedLM.from_pretrained(pretrained, dtype=getattr(torch, dtype))
+        self.model = self.load(pretrained, getattr(torch, dtype))
         self.model.to(self._device).eval()
         self.batch_size = int(batch_size)
         self._max_length = max_length or resolve_max_length(self.model.config, self.tokenizer)
+
+    def load(self, pretrained: str, dtype: torch.dtype):
+        raise NotImplementedError
+
+    def token_id(self, token: str, what: str) -> int:
+        """The id of a special token the model was trained with; an error if the tokenizer lacks it."""
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == self.tokenizer.unk_token_id:
+            raise ValueError(f"the tokenizer has no {what} {token!r}")
+        return token_id
+
+    def score_in_batches(self, requests, rows: list) -> list[tuple[float, bool]]:
+        """`self._score_batch` over `rows` (one per request, its first item the tokens that set
+        its length), longest first so that each batch pads little; results in request order,
+        and in lm-eval's cache."""
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
+        results: list[tuple[float, bool]] = [(0.0, True)] * len(rows)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            for i, result in zip(batch, self._score_batch([rows[i] for i in batch])):
+                results[i] = result
+        for (key, _, _), result in zip(requests, results):
+            self.cache_hook.add_partial("loglikelihood", key, result)
+        return results
 
     @property
     def eot_token_id(self) -> int:
@@ -89,6 +108,34 @@ class PseudoLogLikelihoodLM(TemplateLM):
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
         # Training blocks carried no [CLS]/[SEP], so by default none are added here either.
         return self.tokenizer.encode(string, add_special_tokens=bool(add_special_tokens))
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        raise NotImplementedError(f"{self.name} scores {self.scores}: it defines no rolling (perplexity) "
+                                  "likelihood here; use multiple-choice or loglikelihood tasks")
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        raise NotImplementedError(f"{self.name} scores {self.scores} and does not generate text; "
+                                  "use multiple-choice or loglikelihood tasks")
+
+    def get_model_info(self) -> dict:
+        """Recorded by simple_evaluate in the results' config."""
+        return {"model_num_parameters": self.model.num_parameters(), "model_dtype": str(self.model.dtype)}
+
+
+@register_model("harness-pll")
+class PseudoLogLikelihoodLM(HarnessLM):
+    """Pseudo-log-likelihood scoring of a masked-LM encoder saved with `save_pretrained`.
+
+    `batch_size` counts masked copies (encoder forward rows), gathered across requests.
+    """
+
+    name = "harness-pll"
+    scores = "(context, continuation) pairs by pseudo-log-likelihood (a masked LM)"
+
+    def load(self, pretrained: str, dtype: torch.dtype):
+        if self.tokenizer.mask_token_id is None:
+            raise ValueError(f"{pretrained}: the tokenizer has no mask token; pseudo-log-likelihood needs one")
+        return transformers.AutoModelForMaskedLM.from_pretrained(pretrained, dtype=dtype)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         windows = [left_truncate(context, continuation, self.max_length) for _, context, continuation in requests]
@@ -131,19 +178,3 @@ class PseudoLogLikelihoodLM(TemplateLM):
         targets = torch.tensor([tokens[position] for tokens, position in rows], device=self.device)
         logprobs = logits[index, positions].float().log_softmax(-1)
         return list(zip(logprobs[index, targets].tolist(), (logprobs.argmax(-1) == targets).tolist()))
-
-    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-        raise NotImplementedError(
-            "harness-pll scores (context, continuation) pairs only: a masked-LM encoder has no "
-            "rolling (perplexity) likelihood here; use multiple-choice or loglikelihood tasks"
-        )
-
-    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        raise NotImplementedError(
-            "harness-pll cannot generate text: a masked-LM encoder is scored by pseudo-log-likelihood "
-            "only; use multiple-choice or loglikelihood tasks"
-        )
-
-    def get_model_info(self) -> dict:
-        """Recorded by simple_evaluate in the results' config."""
-        return {"model_num_parameters": self.model.num_parameters(), "model_dtype": str(self.model.dtype)}

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import torch
 import transformers
-from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
-from lm_eval.models.utils import resolve_max_length
 
-from harness.evaluate.adapters import _resolve_device, left_truncate
+from harness.evaluate.adapters import HarnessLM, left_truncate
 from objectives.prefix_lm import prefix_lm_logits
 
 
@@ -41,69 +39,27 @@ def prefix_row(mode: list[int], context: list[int], continuation: list[int],
 
 
 @register_model("harness-prefix")
-class PrefixLM(TemplateLM):
+class PrefixLM(HarnessLM):
     """Prefix-LM scoring of a ModernBERT decoder saved with `save_pretrained`.
 
     `batch_size` counts requests per forward pass.
     """
 
-    # TemplateLM then tokenizes context + continuation together and splits at the context's
-    # length, as HFLM does for the causal decoders.
-    backend = "causal"
+    name = "harness-prefix"
+    scores = "(context, continuation) pairs after a bidirectional prefix"
 
-    def __init__(
-        self,
-        pretrained: str,
-        batch_size: int | str = 32,
-        device: str | None = None,
-        dtype: str = "float32",
-        max_length: int | None = None,
-        mode_token: str | None = None,
-    ) -> None:
-        super().__init__()
-        self._device = _resolve_device(device)
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(pretrained)
+    def __init__(self, pretrained: str, mode_token: str | None = None, **kwargs) -> None:
+        super().__init__(pretrained, **kwargs)
+        self.mode = [self.token_id(mode_token, "mode token")] if mode_token else []
+
+    def load(self, pretrained: str, dtype: torch.dtype):
         # sdpa reads the boolean prefix mask as it is built (eager attention would add it)
-        self.model = transformers.AutoModelForCausalLM.from_pretrained(
-            pretrained, dtype=getattr(torch, dtype), attn_implementation="sdpa")
-        self.model.to(self._device).eval()
-        self.batch_size = int(batch_size)
-        self._max_length = max_length or resolve_max_length(self.model.config, self.tokenizer)
-        self.mode = self._mode_ids(mode_token)
-
-    def _mode_ids(self, mode_token: str | None) -> list[int]:
-        if not mode_token:
-            return []
-        token_id = self.tokenizer.convert_tokens_to_ids(mode_token)
-        if token_id is None or token_id == self.tokenizer.unk_token_id:
-            raise ValueError(f"mode token {mode_token!r} is not in the tokenizer's vocabulary")
-        return [token_id]
-
-    @property
-    def eot_token_id(self) -> int:
-        # [EOS] separated documents in training, so an empty context is conditioned on it.
-        return self.tokenizer.eos_token_id
-
-    @property
-    def max_length(self) -> int:
-        return self._max_length
-
-    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
-        # Training rows carried no [CLS]/[SEP], so by default none are added here either.
-        return self.tokenizer.encode(string, add_special_tokens=bool(add_special_tokens))
+        return transformers.AutoModelForCausalLM.from_pretrained(pretrained, dtype=dtype,
+                                                                 attn_implementation="sdpa")
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         rows = [prefix_row(self.mode, context, continuation, self.max_length) for _, context, continuation in requests]
-        # Longest first, so each batch holds rows of similar length and pads little.
-        order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
-        results: list[tuple[float, bool]] = [(0.0, True)] * len(rows)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
-            for i, result in zip(batch, self._score_batch([rows[i] for i in batch])):
-                results[i] = result
-        for (key, _, _), result in zip(requests, results):
-            self.cache_hook.add_partial("loglikelihood", key, result)
-        return results
+        return self.score_in_batches(requests, rows)
 
     @torch.no_grad()
     def _score_batch(self, rows: list[tuple[list[int], int]]) -> list[tuple[float, bool]]:
@@ -129,18 +85,3 @@ class PrefixLM(TemplateLM):
         targets = torch.tensor(tokens[prefix:])
         total = predicting.gather(-1, targets[:, None]).sum().item()
         return total, bool((predicting.argmax(-1) == targets).all())
-
-    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-        raise NotImplementedError(
-            "harness-prefix scores (context, continuation) pairs only: a rolling (perplexity) "
-            "likelihood has no prefix to read bidirectionally; use multiple-choice or loglikelihood tasks"
-        )
-
-    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        raise NotImplementedError(
-            "harness-prefix does not generate text; use multiple-choice or loglikelihood tasks"
-        )
-
-    def get_model_info(self) -> dict:
-        """Recorded by simple_evaluate in the results' config."""
-        return {"model_num_parameters": self.model.num_parameters(), "model_dtype": str(self.model.dtype)}
