@@ -329,10 +329,8 @@ def _entropy_floor(cfg: DataConfig, world: World, documents, n_train: int) -> fl
     log-probabilities the generator recorded, which spares parsing each document."""
     if cfg.source != "synthetic":
         return None
-    val_texts = documents[n_train:]["text"]
-    pairs = synthetic.corpus_logprobs(world, cfg.synthetic.documents, CORPUS_SEED)[-len(val_texts):]
-    assert [t for t, _ in pairs] == val_texts, "the corpus is not the generator's"
-    return float(synthetic.entropy_bits_per_byte(world, val_texts, [lp for _, lp in pairs]))
+    val = documents.select(range(n_train, len(documents)))
+    return float(synthetic.entropy_bits_per_byte(world, val[sources.TEXT], val[sources.LOGPROB]))
 
 
 # ---------------------------------------------------------------- documents and tokenizers
@@ -491,7 +489,7 @@ def tokenize(documents, tokenizer_dir: Path, dtype: str, eos: int, num_proc: int
     encode = Encode(str(Path(tokenizer_dir) / "tokenizer.json"), eos)
     with sources.quiet_datasets():
         return documents.map(
-            encode, batched=True, batch_size=MAP_BATCH, input_columns=["text"], remove_columns=["text"],
+            encode, batched=True, batch_size=MAP_BATCH, input_columns=["text"], remove_columns=documents.column_names,
             num_proc=num_proc if num_proc > 1 else None, features=features,
             cache_file_name=str(Path(scratch) / "tokens.arrow"),
             # Fresh scratch every build: no cache to match, so datasets need not hash `encode`.

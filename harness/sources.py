@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
     from harness.data import DataConfig
 
-TEXT = "text"  # the one column of the documents dataset
+TEXT = "text"  # the documents dataset's text column (every source has it)
+LOGPROB = "logprob"  # synthetic source only: log P(document) under the generator
 MIRROR_HINT = ("prepare an offline mirror with `harness data prepare SUITE.yaml --out DIR` on a machine "
                "with network, then set `data: {source: prepared, prepared: {dir: DIR}}`")
 FORMATS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "jsonl", ".json": "jsonl",
@@ -122,10 +123,12 @@ def _non_empty(texts: list[str | None]) -> list[bool]:
 def _synthetic(cfg: DataConfig, scratch: Path) -> datasets.Dataset:
     import datasets
 
-    from harness.synthetic import build_world, corpus
+    from harness.synthetic import build_world, corpus_logprobs
     world = build_world(cfg.synthetic)
-    texts = corpus(world, cfg.synthetic.documents, SYNTHETIC_CORPUS_SEED)
-    return datasets.Dataset.from_dict({TEXT: texts})
+    # Each document's log-probability, as the generator recorded it, travels with its text:
+    # the data layer's entropy floor needs it, and generating the corpus twice would be waste.
+    texts, logprobs = zip(*corpus_logprobs(world, cfg.synthetic.documents, SYNTHETIC_CORPUS_SEED))
+    return datasets.Dataset.from_dict({TEXT: list(texts), LOGPROB: list(logprobs)})
 
 
 def _hf(cfg: DataConfig, scratch: Path) -> datasets.Dataset:

@@ -20,6 +20,12 @@ def shift_labels(block: np.ndarray) -> np.ndarray:
     return labels
 
 
+def next_token_batch(block: np.ndarray) -> dict[str, torch.Tensor]:
+    """The causal-LM batch of a block: the block itself, and each position's next token."""
+    block = np.asarray(block, dtype=np.int64)
+    return {"input_ids": torch.from_numpy(block.copy()), "labels": torch.from_numpy(shift_labels(block))}
+
+
 class CausalLMConfig(CrossEntropyConfig):
     pass
 
@@ -33,9 +39,7 @@ class CausalLM(Objective):
     Config = CausalLMConfig
 
     def transform(self, block, rng):
-        block = np.asarray(block, dtype=np.int64)
-        return {"input_ids": torch.from_numpy(block.copy()),
-                "labels": torch.from_numpy(shift_labels(block))}
+        return next_token_batch(block)
 
     def loss(self, model, batch):
         logits = model(input_ids=batch["input_ids"]).logits

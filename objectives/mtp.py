@@ -19,14 +19,13 @@ The batch is the causal LM's; head j's targets are the labels moved j - 1 positi
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from pydantic import Field
 from transformers.masking_utils import create_causal_mask
 from transformers.models.modernbert_decoder.modeling_modernbert_decoder import ModernBertDecoderLayer
 
 from objectives.base import IGNORE_INDEX, CrossEntropyConfig, Objective, cross_entropy
-from objectives.clm import shift_labels
+from objectives.clm import next_token_batch
 
 
 def future_labels(labels: torch.Tensor, offset: int) -> torch.Tensor:
@@ -93,8 +92,7 @@ class MultiTokenPrediction(Objective):
     Config = MultiTokenConfig
 
     def transform(self, block, rng):
-        block = np.asarray(block, dtype=np.int64)
-        return {"input_ids": torch.from_numpy(block.copy()), "labels": torch.from_numpy(shift_labels(block))}
+        return next_token_batch(block)
 
     def loss(self, model, batch):
         logits = model(input_ids=batch["input_ids"])

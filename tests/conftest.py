@@ -15,6 +15,28 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No hub: the environment variables, and the flags the libraries read from them at import."""
+    import datasets
+    import huggingface_hub
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+
+
+def split_tokens(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Context and continuation tokens as lm-eval splits them: encode the whole, cut at the
+    context's length; an empty context is the [EOS] that separated training documents."""
+    if not context:
+        return [tokenizer.eos_token_id], tokenizer.encode(continuation, add_special_tokens=False)
+    context_ids = tokenizer.encode(context, add_special_tokens=False)
+    whole = tokenizer.encode(context + continuation, add_special_tokens=False)
+    return context_ids, whole[len(context_ids):]
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """A small synthetic corpus with every special token the registered objectives need."""

@@ -3,8 +3,6 @@ against a hand computation, on the tiny corpus with real tokens."""
 
 from __future__ import annotations
 
-import datasets
-import huggingface_hub
 import numpy as np
 import pytest
 import torch
@@ -19,6 +17,7 @@ from harness.models import SIZES, ModelSize, model_factory, parameter_count
 from harness.plan import vocab_of
 from objectives.base import IGNORE_INDEX
 from objectives.electra import Electra, generator_size, replace_tokens
+from conftest import split_tokens
 
 REQUESTS = [  # (context, continuation) as multiple-choice tasks send them
     ("claim : the home of biko is in lisbon . verdict :", " true"),
@@ -27,11 +26,6 @@ REQUESTS = [  # (context, continuation) as multiple-choice tasks send them
 ]
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
 
 
 def _objective(tiny_data, **config):
@@ -193,19 +187,12 @@ def test_export_round_trips_with_identical_logits(tiny_data, saved):
         torch.testing.assert_close(loaded(input_ids=input_ids).logits, exported.eval()(input_ids=input_ids).logits)
 
 
-def _split(tokenizer, context, continuation):
-    """Context and continuation tokens as lm-eval splits them (see tests/test_evaluate.py)."""
-    if not context:
-        return [tokenizer.eos_token_id], tokenizer.encode(continuation, add_special_tokens=False)
-    context_ids = tokenizer.encode(context, add_special_tokens=False)
-    whole = tokenizer.encode(context + continuation, add_special_tokens=False)
-    return context_ids, whole[len(context_ids):]
 
 
 @torch.no_grad()
 def _reference(model, tokenizer, context, continuation):
     """Sum over continuation tokens of log(1 - sigmoid(replaced logit)), one unpadded forward."""
-    context_ids, continuation_ids = _split(tokenizer, context, continuation)
+    context_ids, continuation_ids = split_tokens(tokenizer, context, continuation)
     logits = model(input_ids=torch.tensor([context_ids + continuation_ids])).logits[0, :, 0]
     ours = logits[len(context_ids):]
     return torch.log(1 - torch.sigmoid(ours)).sum().item(), bool((torch.sigmoid(ours) < 0.5).all())

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 
-import datasets
-import huggingface_hub
 import pytest
 import torch
 import torch.nn.functional as F
@@ -127,14 +125,6 @@ def test_shift_right():
 # --- harness-seq2seq: the lm-eval adapter ----------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    """No hub: the environment variables, and the flags the libraries read from them at import."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import random
 
-import datasets
-import huggingface_hub
 import pytest
 import torch
 import transformers
@@ -31,6 +29,7 @@ from harness.evaluate import (
 )
 from harness.evaluate.adapters import PseudoLogLikelihoodLM, left_truncate, masked_copy
 from harness.synthetic import TASKS
+from conftest import split_tokens
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[EOS]", "[MASK]", "[CLS]", "[SEP]"]
 NAMES, CITIES, JOBS = ["alice", "bob", "carol", "dave"], ["paris", "rome", "oslo", "lima"], ["baker", "farmer", "nurse"]
@@ -43,14 +42,6 @@ REQUESTS = [  # (context, continuation) as multiple-choice tasks send them
 ]
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    """No hub: the environment variables, and the flags the libraries read from them at import."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
 
 
 def corpus(n: int = 150) -> list[str]:
@@ -129,14 +120,6 @@ def instances(pairs) -> list[Instance]:
     return [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
 
 
-def split_tokens(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Context and continuation tokens as lm-eval splits them: encode the whole, cut at the
-    context's length; an empty context is the [EOS] that separated training documents."""
-    if not context:
-        return [tokenizer.eos_token_id], tokenizer.encode(continuation, add_special_tokens=False)
-    context_ids = tokenizer.encode(context, add_special_tokens=False)
-    whole = tokenizer.encode(context + continuation, add_special_tokens=False)
-    return context_ids, whole[len(context_ids):]
 
 
 @torch.no_grad()
