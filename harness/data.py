@@ -47,7 +47,11 @@ from harness.sources import FilesSource, HFSource, PreparedSource
 from harness.synthetic import World, WorldConfig, build_world
 
 # Bump when the files an entry holds change meaning, so old entries are not reused.
-FORMAT_VERSION = 2
+# 3: tasks/harness_heldout/ holds the validation documents' text (bits per byte).
+FORMAT_VERSION = 3
+# The held-out text scored for bits per byte: the validation documents, in order, up to this many
+# bytes (the whole validation split of the shipped suites).
+HELDOUT_MAX_BYTES = 256_000
 BASE_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[EOS]")
 META = "meta.json"
 CORPUS_SEED = sources.SYNTHETIC_CORPUS_SEED
@@ -144,7 +148,9 @@ class PreparedData:
     """"bpe", "wordpiece", "unigram", or "pretrained:NAME"."""
     val_fraction: float = 0.0
     entropy_bits_per_byte: float | None = None
-    """The synthetic world's true entropy of the validation text, where the generator gives it."""
+    """The synthetic world's true entropy of the held-out text, where the generator gives it."""
+    n_heldout_documents: int = 0
+    """The first validation documents, scored for bits per byte (tasks/harness_heldout/)."""
 
     def to_dict(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -269,13 +275,16 @@ def _build(cfg: DataConfig, specials: Sequence[str], out: Path, root: Path, key:
     train, val = write_shards(documents, n_train, tokenizer, layout, cfg.num_proc, scratch)
     world = build_world(cfg.synthetic)
     write_task_files(world, cfg.eval_examples, layout["tasks_dir"])
+    val_documents = documents.select(range(n_train, len(documents)))
+    n_heldout = write_heldout_text(val_documents[sources.TEXT], layout["tasks_dir"])
     prepared = PreparedData(
         **_layout(root), dtype=token_dtype(len(tokenizer)), vocab_size=len(tokenizer),
         n_train_tokens=train.tokens, n_val_tokens=val.tokens, n_val_bytes=val.bytes, special_tokens=ids,
         sentence_end=sentence_end_ids(tokenizer), n_train_documents=train.documents,
         n_val_documents=val.documents, n_train_bytes=train.bytes, source=sources.describe(cfg),
         tokenizer=_tokenizer_name(cfg.tokenizer), val_fraction=cfg.val_fraction,
-        entropy_bits_per_byte=_entropy_floor(cfg, world, documents, n_train))
+        entropy_bits_per_byte=_entropy_floor(cfg, world, val_documents.select(range(n_heldout))),
+        n_heldout_documents=n_heldout)
     meta = {**prepared.to_dict(), "card": data_card(prepared), "key": key, "format": FORMAT_VERSION,
             "config": cfg.model_dump(mode="json")}
     (out / META).write_text(json.dumps(meta, indent=2))
@@ -321,16 +330,15 @@ def data_card(prepared: PreparedData) -> dict:
             "train_bytes": p.n_train_bytes,
             "val_documents": p.n_val_documents, "val_tokens": p.n_val_tokens, "val_bytes": p.n_val_bytes,
             "bytes_per_token": round(p.n_val_bytes / max(p.n_val_tokens, 1), 4),
-            "entropy_bits_per_byte": p.entropy_bits_per_byte}
+            "heldout_documents": p.n_heldout_documents, "entropy_bits_per_byte": p.entropy_bits_per_byte}
 
 
-def _entropy_floor(cfg: DataConfig, world: World, documents, n_train: int) -> float | None:
-    """The true entropy of the validation text in bits per byte (synthetic world only), from the
+def _entropy_floor(cfg: DataConfig, world: World, heldout) -> float | None:
+    """The true entropy of the held-out text in bits per byte (synthetic world only), from the
     log-probabilities the generator recorded, which spares parsing each document."""
     if cfg.source != "synthetic":
         return None
-    val = documents.select(range(n_train, len(documents)))
-    return float(synthetic.entropy_bits_per_byte(world, val[sources.TEXT], val[sources.LOGPROB]))
+    return float(synthetic.entropy_bits_per_byte(world, heldout[sources.TEXT], heldout[sources.LOGPROB]))
 
 
 # ---------------------------------------------------------------- documents and tokenizers
@@ -593,6 +601,20 @@ def write_task_files(world: World, n_rows: int, tasks_dir: Path) -> None:
         for split, seed in synthetic.TASK_SPLITS.items():
             lines = [json.dumps(row) + "\n" for row in rows(world, n_rows, seed)]
             (tasks_dir / task / f"{split}.jsonl").write_text("".join(lines))
+
+
+def write_heldout_text(texts: Sequence[str], tasks_dir: Path, max_bytes: int = HELDOUT_MAX_BYTES) -> int:
+    """The validation documents as rows {"text": ...} of the `harness_heldout` task, in order,
+    while they fit in `max_bytes` (at least one); returns how many were written."""
+    lines, size = [], 0
+    for text in texts:
+        size += len(text.encode("utf-8"))
+        if lines and size > max_bytes:
+            break
+        lines.append(json.dumps({"text": text}) + "\n")
+    (tasks_dir / "harness_heldout").mkdir(parents=True, exist_ok=True)
+    (tasks_dir / "harness_heldout" / "validation.jsonl").write_text("".join(lines))
+    return len(lines)
 
 
 # ---------------------------------------------------------------- reading blocks

@@ -249,13 +249,10 @@ def _engine_facts(engine) -> dict:
 
 
 def _summary(plan: RunPlan, val: dict, elapsed: float, data: PreparedData) -> dict:
-    # Bits per byte only where the loss is a likelihood of the text; the token/byte ratio of the
-    # whole validation split converts nats per token to bits per byte.
-    bpb = (val["val_loss"] / math.log(2) * data.n_val_tokens / data.n_val_bytes
-           if plan.defines_likelihood else None)
+    # Bits per byte are measured after training, on the held-out text (harness.evaluate).
     return {"run_id": plan.run_id, "objective": plan.objective, "size": plan.size,
             "seed": plan.seed, "steps": plan.steps, "tokens_seen": plan.total_tokens,
             "flops_spent": plan.total_flops, "flops_per_step": plan.flops_per_step,
             "params": plan.params, "params_trained": plan.params_trained, "val_loss": val["val_loss"], "val_accuracy": val["val_accuracy"],
-            "bits_per_byte": bpb, "wall_time_s": round(elapsed, 2),
+            "wall_time_s": round(elapsed, 2),
             "uniform_loss": math.log(data.vocab_size)}

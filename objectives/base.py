@@ -83,9 +83,10 @@ class Objective:
     special_tokens: ClassVar[tuple[str, ...]] = ()
     # how lm-eval scores a model trained with this objective (see harness.evaluate)
     scoring: ClassVar[str]
-    # whether the validation loss is the mean next-token log-loss over every token of the text,
-    # so that it converts to bits per byte (a loss over some tokens only, or over several heads,
-    # does not; issue-level likelihood evaluation covers those)
+    # whether the exported model, scored as `scoring` says, gives a likelihood of a text (a
+    # product of conditional token probabilities over the whole text), so that held-out bits per
+    # byte can be measured (harness.evaluate, sliding window). Pseudo-log-likelihood and a
+    # discriminator's scores are not likelihoods.
     defines_likelihood: ClassVar[bool]
     Config: ClassVar[type[ObjectiveConfig]] = ObjectiveConfig
 
@@ -118,8 +119,9 @@ class Objective:
         """The transformers model kept, saved and evaluated; by default the trained module."""
         return module
 
-    def scoring_args(self) -> dict:
-        """Extra model arguments for this objective's lm-eval adapter (a mode token, say)."""
+    def scoring_args(self, seq_len: int) -> dict:
+        """Extra model arguments for this objective's lm-eval adapter (a mode token, say), for a
+        model trained on `seq_len`-token inputs. The harness adds `max_length: seq_len` itself."""
         return {}
 
 

@@ -87,8 +87,8 @@ class MultiTokenPrediction(Objective):
     architecture = "decoder"
     special_tokens = ()
     scoring = "loglikelihood"
-    # The loss averages k heads, so it is no next-token log-loss; head 1 alone would be.
-    defines_likelihood = False
+    # The exported model is the next-token head (head 1): a causal likelihood of the text.
+    defines_likelihood = True
     Config = MultiTokenConfig
 
     def transform(self, block, rng):

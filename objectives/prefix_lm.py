@@ -103,8 +103,8 @@ class PrefixLM(Objective):
     architecture = "decoder"
     special_tokens = ()
     scoring = "prefix-loglikelihood"
-    # The loss covers the suffix tokens only, so it converts to no bits per byte (objectives.base).
-    defines_likelihood = False
+    # Text scored causally after a bidirectional prefix is a chain-rule likelihood (objectives.base).
+    defines_likelihood = True
     Config = PrefixLMConfig
 
     def transform(self, block, rng):

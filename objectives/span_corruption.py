@@ -77,7 +77,9 @@ class SpanCorruption(Objective):
     architecture = "encoder-decoder"
     special_tokens = SENTINELS
     scoring = "seq2seq-loglikelihood"
-    defines_likelihood = False  # the loss covers the noise spans only
+    # The loss covers the noise spans only, but the decoder scores a continuation cut out after a
+    # context (one span at the end): a chain-rule likelihood of the text, window by window.
+    defines_likelihood = True
     Config = SpanCorruptionConfig
 
     def block_length(self, seq_len):
@@ -104,5 +106,7 @@ class SpanCorruption(Objective):
         loss, metrics = cross_entropy(logits, batch["labels"], self.config)
         return loss, {"loss": loss.item(), **metrics}
 
-    def scoring_args(self):
-        return {"sentinel": SENTINELS[0]}
+    def scoring_args(self, seq_len):
+        # Each sliding window scores no more tokens than the decoder was trained to emit
+        # (its targets hold a sentinel and [EOS] besides the text).
+        return {"sentinel": SENTINELS[0], "rolling_stride": max(1, self.targets_length(seq_len) - 2)}

@@ -118,8 +118,9 @@ class UL2(Objective):
     architecture = "decoder"
     special_tokens = (*MODE_TOKENS.values(), *SENTINELS)
     scoring = "prefix-loglikelihood"
-    # A mixture of denoising losses is not a likelihood of the text.
-    defines_likelihood = False
+    # The mixture's loss is no likelihood of the text, but the S denoiser's mode ([S2S], a
+    # bidirectional prefix then causal text) scores one, as prefix LM does.
+    defines_likelihood = True
     Config = UL2Config
 
     def block_length(self, seq_len):
@@ -140,7 +141,7 @@ class UL2(Objective):
     def loss(self, model, batch):
         return prefix_lm_loss(model, batch, self.config)
 
-    def scoring_args(self):
+    def scoring_args(self, seq_len):
         # Scoring a continuation after a context is the S denoiser's task: a bidirectional
         # prefix, then causal text with no sentinels. The paper uses [S2S] for such prompts.
         return {"mode_token": MODE_TOKENS["S"]}

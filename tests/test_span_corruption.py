@@ -146,4 +146,7 @@ def test_a_few_optimizer_steps_lower_the_loss(vocab, tokens):
 
 
 def test_scoring_args_name_the_first_sentinel(vocab):
-    assert SpanCorruption(SpanCorruption.Config(), vocab).scoring_args() == {"sentinel": "<extra_id_0>"}
+    objective = SpanCorruption(SpanCorruption.Config(), vocab)
+    # T5's arithmetic at 512 input tokens: 114 decoder targets, of which a sentinel and [EOS]
+    # are not text.
+    assert objective.scoring_args(512) == {"sentinel": "<extra_id_0>", "rolling_stride": 112}

@@ -39,6 +39,9 @@ class DiscriminatorLM(HarnessLM):
                              f"this model has {model.config.num_labels}")
         return model
 
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        raise self.refuse_rolling()
+
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         windows = [left_truncate(context, continuation, self.max_length) for _, context, continuation in requests]
         return self.score_in_batches(requests, windows)
@@ -47,8 +50,7 @@ class DiscriminatorLM(HarnessLM):
     def _score_batch(self, windows: list[tuple[list[int], int]]) -> list[tuple[float, bool]]:
         """(sum of log P(original), all judged original) over the last n tokens of each window."""
         width = max(len(tokens) for tokens, _ in windows)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
-        input_ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
+        input_ids = torch.full((len(windows), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)
         for r, (tokens, _) in enumerate(windows):
             input_ids[r, : len(tokens)] = torch.tensor(tokens)

@@ -12,6 +12,11 @@ context, inside the prefix. With context [a, b, c], continuation [d, e] and mode
 
 With a one-token prefix and no mode token the mask is causal, so the scores equal lm-eval's hf
 model's; an empty context is lm-eval's prefix token ([EOS]), a one-token prefix.
+
+A rolling (perplexity) request is scored in the sliding windows of `HarnessLM`, each window's
+context read as the prefix: [EOS] (after the mode token) before the first tokens of the text,
+then the tokens before each later window's continuation. The mode token takes one place of
+every window.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch
 import transformers
 from lm_eval.api.registry import register_model
 
-from harness.evaluate.adapters import HarnessLM, left_truncate
+from harness.evaluate.adapters import HarnessLM, left_truncate, next_token_score, sliding_windows
 from objectives.prefix_lm import prefix_lm_logits
 
 
@@ -57,6 +62,10 @@ class PrefixLM(HarnessLM):
         return transformers.AutoModelForCausalLM.from_pretrained(pretrained, dtype=dtype,
                                                                  attn_implementation="sdpa")
 
+    def rolling_windows(self, tokens: list[int]) -> list[tuple[list[int], list[int]]]:
+        # the mode token is in every row, so a window holds one text token fewer
+        return sliding_windows(tokens, self.prefix_token_id, self.max_length - len(self.mode), self.rolling_stride)
+
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         rows = [prefix_row(self.mode, context, continuation, self.max_length) for _, context, continuation in requests]
         return self.score_in_batches(requests, rows)
@@ -69,19 +78,10 @@ class PrefixLM(HarnessLM):
         attends to it.
         """
         width = max(len(tokens) for tokens, _ in rows)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         for r, (tokens, _) in enumerate(rows):
             input_ids[r, : len(tokens)] = torch.tensor(tokens)
         prefix_lengths = torch.tensor([prefix for _, prefix in rows])
         logprobs = prefix_lm_logits(self.model, input_ids.to(self.device), prefix_lengths.to(self.device))
         logprobs = logprobs.float().log_softmax(-1).cpu()
-        return [self._score_row(logprobs[r], tokens, prefix) for r, (tokens, prefix) in enumerate(rows)]
-
-    @staticmethod
-    def _score_row(logprobs: torch.Tensor, tokens: list[int], prefix: int) -> tuple[float, bool]:
-        # the logits at position i predict token i + 1
-        predicting = logprobs[prefix - 1 : len(tokens) - 1]
-        targets = torch.tensor(tokens[prefix:])
-        total = predicting.gather(-1, targets[:, None]).sum().item()
-        return total, bool((predicting.argmax(-1) == targets).all())
+        return [next_token_score(logprobs[r], tokens, prefix) for r, (tokens, prefix) in enumerate(rows)]

@@ -12,6 +12,12 @@ Worked example, context "alice lives in" and continuation " paris ." as tokens [
     decoder input   [[PAD], <extra_id_0>, p]          ([PAD] starts the decoder, as in training)
     targets         [<extra_id_0>, p, .]              scored: log P(p) + log P(.)
     is_greedy       the argmax at both scored positions is the target
+
+A rolling (perplexity) request is scored in sliding windows (harness.evaluate.adapters), each
+window's continuation cut out after its context: the decoder scores at most `rolling_stride`
+tokens per window, the first window too (span corruption sets it to what its decoder was
+trained to emit), and the encoder reads the max_length - 2 tokens before them. The first
+window's context is [EOS], as for an empty context: the encoder reads [[EOS], <extra_id_0>, [EOS]].
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import transformers
 from lm_eval.api.registry import register_model
 
 import harness.encdec  # noqa: F401  registers the family with transformers' Auto classes
-from harness.evaluate.adapters import HarnessLM
+from harness.evaluate.adapters import HarnessLM, sliding_windows
 
 
 def seq2seq_rows(context: list[int], continuation: list[int], *, sentinel: int, eos: int, start: int,
@@ -35,7 +41,6 @@ def seq2seq_rows(context: list[int], continuation: list[int], *, sentinel: int, 
     targets = [sentinel] + continuation[: max_length - 1]
     context = context[max(len(context) - (max_length - 2), 0):]
     return context + [sentinel, eos], [start] + targets[:-1], targets
-
 
 
 @register_model("harness-seq2seq")
@@ -54,6 +59,13 @@ class EncoderDecoderLM(HarnessLM):
 
     def load(self, pretrained: str, dtype: torch.dtype):
         return transformers.AutoModelForSeq2SeqLM.from_pretrained(pretrained, dtype=dtype)
+
+    def rolling_windows(self, tokens: list[int]) -> list[tuple[list[int], list[int]]]:
+        """Windows of `rolling_stride` scored tokens after (up to) the max_length - 2 tokens before
+        them: context and continuation are separate inputs (encoder and decoder), so a window
+        holds max_length - 2 + stride tokens."""
+        stride = self.rolling_stride
+        return sliding_windows(tokens, self.prefix_token_id, self.max_length - 2 + stride, stride, first=stride)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         config = self.model.config
@@ -76,6 +88,7 @@ class EncoderDecoderLM(HarnessLM):
         picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).masked_fill(~scored, 0.0)
         greedy = ((logprobs.argmax(-1) == targets) | ~scored).all(-1)
         return list(zip(picked.sum(-1).tolist(), greedy.tolist()))
+
 
 def _right_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, longest) ids right-padded with `pad`, and a mask that is 1 on real tokens."""
