@@ -172,7 +172,7 @@ def _from_hub(source: HFSource, scratch: Path) -> datasets.Dataset | datasets.It
 def _hub_error(error: Exception, source: HFSource) -> Exception:
     from datasets.exceptions import DatasetNotFoundError
     text = str(error)
-    if _unreachable(error):
+    if unreachable(error):
         return UserError(f"cannot reach the Hugging Face hub for '{source.path}' ({text}), and it is "
                          f"not in the local cache; {MIRROR_HINT}", where="data.hf.path")
     if isinstance(error, (DatasetNotFoundError, FileNotFoundError)):
@@ -186,7 +186,7 @@ def _hub_error(error: Exception, source: HFSource) -> Exception:
     return error
 
 
-def _unreachable(error: BaseException) -> bool:
+def unreachable(error: BaseException) -> bool:
     """A failure to reach the hub (offline mode, no network), however deeply it is wrapped."""
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
     while error is not None:
