@@ -1,64 +1,148 @@
 """pandas over every run of a suite: summary.csv and report.md.
 
-One row per objective x size; every number is the mean and standard deviation over seeds.
-Evaluation scores carry the scoring method that produced them and the task's chance level.
+Each finished run directory holds its plan (run.yaml), its training summary (train.json), one
+lm-eval result per evaluation entry (eval/<entry>.json) and one result per fine-tuning task
+(finetune/<task>.json). `collect` reads them into tidy tables, one row per number:
+
+    zero_shot:  run_id         objective size seed scoring        task            metric value chance
+                clm-mini-s0-.. clm       mini 0    loglikelihood  synthetic_glue  acc    0.61  0.5
+                clm-mini-s1-.. clm       mini 1    loglikelihood  synthetic_glue  acc    0.65  0.5
+
+and every table of the report groups such rows by objective x size: the mean over pretraining
+seeds (here 0.63), its 95% bootstrap interval (harness.aggregate.bootstrap_ci; (0.61, 0.65) with
+two seeds) and, against chance, the centered score ((0.63 - 0.5) / (1 - 0.5) = 0.26).
+
+The report, top to bottom: the data card, training at matched compute (with bits per byte of
+held-out text from the `harness_heldout` entry), the zero-shot table, the fine-tuning table, the
+suite's aggregate (a versioned list of tasks averaged as centered scores), notes on reading it,
+and the list of runs. summary.csv holds, per objective x size, the mean, ci_low and ci_high of
+every number.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from harness.results import RunDir, read_json, write_atomic
+from harness.aggregate import (Aggregate, centered, chance_of, default_aggregate, mean_ci, missing_tasks,
+                               resolve_aggregate, run_aggregate)
+from harness.errors import UserError
+from harness.evaluate import HELDOUT_TASK as HELDOUT  # the entry of held-out text: bits/byte, perplexities
+from harness.results import RunDir, read_json, read_yaml, write_atomic
 
-def collect_runs(suite_dir: Path) -> pd.DataFrame:
-    """One row per trained run: its plan, training summary and evaluation scores."""
-    rows = []
-    for run_yaml in sorted(Path(suite_dir).glob("*/run.yaml")):
-        run = RunDir(run_yaml.parent)
-        if not run.train_json.exists():
-            continue
-        plan = yaml.safe_load(run.run_yaml.read_text())
-        row = {"run_id": plan["run_id"], "objective": plan.get("label", plan["objective"]), "size": plan["size"],
-               "seed": plan["seed"], "scoring": plan["scoring"], **read_json(run.train_json)}
-        for path in sorted(run.eval_dir.glob("*.json")):
-            row.update(_eval_columns(read_json(path)))
-        rows.append(row)
-    return pd.DataFrame(rows)
+HELDOUT_METRICS = ("bits_per_byte", "byte_perplexity", "word_perplexity")
+SHOWN_METRICS = ("acc", "acc_norm", "mcc", "f1")  # the zero-shot table's metrics (summary.csv has all)
+GROUP = ["objective", "size"]
+IDENTITY = ["run_id", "objective", "size", "seed", "scoring"]
+ZERO_SHOT_COLUMNS = [*IDENTITY, "entry", "task", "metric", "value", "stderr", "chance", "n", "num_fewshot"]
+FINETUNE_COLUMNS = [*IDENTITY, "task", "metric", "standard", "head", "value", "chance", "majority",
+                    "finetune_seeds"]
 
 
-def _eval_columns(result: dict) -> dict:
-    task = result["task"]
-    out = {f"{task}:chance": result["chance"], f"{task}:scoring": result["scoring"]}
-    for metric, value in result["metrics"].items():
-        out[f"{task}:{metric}"] = value
-    return out
+@dataclass
+class SuiteResults:
+    """Everything the report reads, as tables."""
 
-
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation over seeds of every numeric column, per objective x size."""
-    numeric = [c for c in runs.columns if c not in ("seed",) and pd.api.types.is_numeric_dtype(runs[c])]
-    grouped = runs.groupby(["objective", "size"], sort=False)
-    stats = grouped[numeric].agg(["mean", "std"])
-    stats.columns = [f"{col}_{stat}" for col, stat in stats.columns]
-    stats.insert(0, "seeds", grouped.size())
-    stats.insert(1, "scoring", grouped["scoring"].first())
-    return stats.reset_index()
+    runs: pd.DataFrame       # one row per run: plan, training summary, held-out text metrics
+    zero_shot: pd.DataFrame  # one row per run x task x metric (ZERO_SHOT_COLUMNS)
+    finetune: pd.DataFrame   # one row per run x fine-tuning task x metric (FINETUNE_COLUMNS)
+    declared: list[tuple[str | dict, Path]]  # (eval.aggregate, run.yaml) of the runs that declare one
 
 
 def write_report(suite_dir: Path, title: str, description: str = "") -> tuple[Path, Path]:
     suite_dir = Path(suite_dir)
-    runs = collect_runs(suite_dir)
-    if runs.empty:
+    results = collect(suite_dir)
+    if results.runs.empty:
         raise FileNotFoundError(f"no finished runs under {suite_dir}")
-    summary = summarize(runs)
+    aggregate = choose_aggregate(results)
+    per_run = run_aggregates(results, aggregate)
+    summary = summarize(wide(results, per_run, aggregate))
     csv_path, md_path = suite_dir / "summary.csv", suite_dir / "report.md"
     write_atomic(csv_path, summary.to_csv(index=False))
-    write_atomic(md_path, render_markdown(title, description, runs, summary, suite_data_card(suite_dir)))
+    write_atomic(md_path, render_markdown(title, description, results, summary, aggregate, per_run,
+                                          suite_data_card(suite_dir)))
     return csv_path, md_path
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def collect(suite_dir: Path) -> SuiteResults:
+    """Every run with a training summary under `suite_dir`, in run-id order."""
+    runs, zero_shot, finetune, declared = [], [], [], []
+    for run_yaml in sorted(Path(suite_dir).glob("*/run.yaml")):
+        run = RunDir(run_yaml.parent)
+        if not run.train_json.exists():
+            continue
+        plan = read_yaml(run_yaml)
+        identity = {"run_id": plan["run_id"], "objective": plan.get("label", plan["objective"]),
+                    "size": plan["size"], "seed": plan["seed"], "scoring": plan["scoring"]}
+        scores = [row for path in sorted(run.eval_dir.glob("*.json")) for row in eval_rows(path, plan["scoring"])]
+        runs.append(_run_row(read_json(run.train_json), identity, scores))
+        zero_shot += [identity | row for row in scores if row["entry"] != HELDOUT]
+        finetune += [identity | row for path in sorted(run.finetune_dir.glob("*.json"))
+                     for row in finetune_rows(read_json(path))]
+        if (spec := (plan.get("eval") or {}).get("aggregate")) is not None:
+            declared.append((spec, run_yaml))
+    runs = pd.DataFrame(runs).astype({metric: float for metric in HELDOUT_METRICS}) if runs else pd.DataFrame()
+    # A task reached through two entries (sst2 alone and in the glue tag) counts once per run.
+    zero_shot = pd.DataFrame(zero_shot, columns=ZERO_SHOT_COLUMNS).drop_duplicates(["run_id", "task", "metric"])
+    return SuiteResults(runs, _numeric(zero_shot), _numeric(pd.DataFrame(finetune, columns=FINETUNE_COLUMNS)),
+                        declared)
+
+
+def _run_row(train: dict, identity: dict, scores: list[dict]) -> dict:
+    """The training summary, the plan's identity, and the held-out text metrics (None without them).
+
+    Bits per byte come from the held-out evaluation only, never from the training loss."""
+    heldout = {row["metric"]: row["value"] for row in scores if row["entry"] == HELDOUT}
+    train = {key: value for key, value in train.items() if key not in HELDOUT_METRICS}
+    return train | identity | {metric: heldout.get(metric) for metric in HELDOUT_METRICS}
+
+
+def eval_rows(path: Path, scoring: str) -> list[dict]:
+    """One row per task x metric of an evaluation file; `scoring` where the file names none.
+
+    Reads the harness's block of the lm-eval results ("harness": {entry, scoring, tasks}) and
+    the previous one-task format ({task, scoring, chance, metrics, n-samples, n-shot}).
+    """
+    result = read_json(path)
+    if "harness" in result:
+        block = result["harness"]
+        entry, scoring, tasks = block["entry"], block.get("scoring") or scoring, block["tasks"]
+    elif {"task", "metrics"} <= result.keys():
+        entry, scoring = result["task"], result.get("scoring") or scoring
+        tasks = {entry: {"metrics": result["metrics"], "chance": result.get("chance"),
+                         "n": result.get("n-samples", {}).get(entry, {}).get("effective"),
+                         "num_fewshot": result.get("n-shot", {}).get(entry)}}
+    else:
+        raise UserError("not an evaluation result: expected a 'harness' block (or the previous "
+                        "format's 'task' and 'metrics' keys)", where=str(path))
+    return [{"entry": entry, "scoring": scoring, "task": task, "metric": metric, "value": value,
+             "stderr": row["metrics"].get(f"{metric}_stderr"), "chance": row.get("chance"),
+             "n": row.get("n"), "num_fewshot": row.get("num_fewshot")}
+            for task, row in tasks.items() for metric, value in row["metrics"].items()
+            if not metric.endswith("_stderr")]
+
+
+def finetune_rows(record: dict) -> list[dict]:
+    """One row per metric of the median over fine-tuning seeds; the task's standard metric is
+    marked, and carries the baseline's score in that metric (`chance`)."""
+    standard = record["metric"]
+    return [{"task": record["task"], "metric": metric, "standard": metric == standard, "head": record["head"],
+             "value": value, "chance": record["chance"] if metric == standard else None,
+             "majority": record["majority"], "finetune_seeds": len(record["runs"])}
+            for metric, value in record["median"].items()]
+
+
+def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
+    for col in ("value", "stderr", "chance", "majority"):
+        if col in frame:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return frame
 
 
 def suite_data_card(suite_dir: Path) -> dict | None:
@@ -67,18 +151,90 @@ def suite_data_card(suite_dir: Path) -> dict | None:
     run_yaml = next(iter(sorted(Path(suite_dir).glob("*/run.yaml"))), None)
     if run_yaml is None:
         return None
-    return data_card(PreparedData.from_dict(yaml.safe_load(run_yaml.read_text())["data"]))
+    return data_card(PreparedData.from_dict(read_yaml(run_yaml)["data"]))
+
+
+# --- the aggregate -----------------------------------------------------------------------------
+
+
+def choose_aggregate(results: SuiteResults) -> Aggregate | None:
+    """The suite's declared aggregate, as the newest run.yaml holds it; without one, the largest
+    registered aggregate whose tasks were all evaluated; else None."""
+    if results.declared:
+        spec, run_yaml = max(results.declared, key=lambda declared: declared[1].stat().st_mtime_ns)
+        return resolve_aggregate(spec, where=f"{run_yaml}: eval.aggregate")
+    return default_aggregate(results.zero_shot["task"])
+
+
+def run_aggregates(results: SuiteResults, aggregate: Aggregate | None) -> pd.DataFrame | None:
+    """One row per run: its aggregate (NaN when a declared task is missing) and the missing tasks."""
+    if aggregate is None:
+        return None
+    rows = []
+    for run in results.runs[IDENTITY].to_dict("records"):
+        scores = _task_scores(results.zero_shot[results.zero_shot["run_id"] == run["run_id"]], aggregate)
+        rows.append(run | {"aggregate": run_aggregate(scores, aggregate),
+                           "missing": missing_tasks(scores, aggregate)})
+    return pd.DataFrame(rows).astype({"aggregate": float})
+
+
+def _task_scores(zero_shot: pd.DataFrame, aggregate: Aggregate) -> dict[str, tuple[float, float]]:
+    """{task: (score, chance)} for the aggregate's tasks that have its metric and a chance level."""
+    scores = {}
+    for row in zero_shot.to_dict("records"):
+        chance = chance_of(row["metric"], row["chance"])
+        if aggregate.tasks.get(row["task"]) == row["metric"] and not _missing(row["value"]) \
+                and not _missing(chance):
+            scores[row["task"]] = (row["value"], chance)
+    return scores
+
+
+# --- summary.csv -------------------------------------------------------------------------------
+
+
+def wide(results: SuiteResults, per_run: pd.DataFrame | None, aggregate: Aggregate | None) -> pd.DataFrame:
+    """One row per run, one column per number: training, held-out text, `<task>:<metric>`,
+    `finetune:<task>:<metric>` and `aggregate:<key>`."""
+    parts = [results.runs.set_index("run_id"), _pivot(results.zero_shot, ""),
+             _pivot(results.finetune, "finetune:")]
+    if per_run is not None:
+        column = {"aggregate": f"aggregate:{aggregate.key}"}
+        parts.append(per_run.set_index("run_id")[["aggregate"]].rename(columns=column))
+    return pd.concat(parts, axis=1).rename_axis("run_id").reset_index()
+
+
+def _pivot(scores: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    if scores.empty:
+        return pd.DataFrame()
+    columns = prefix + scores["task"] + ":" + scores["metric"]
+    table = scores.assign(column=columns).pivot_table(index="run_id", columns="column", values="value",
+                                                      aggfunc="first")
+    return table.rename_axis(columns=None)
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per objective x size: seeds, scoring, and the mean, ci_low and ci_high over seeds of every
+    numeric column (the interval is nan with one seed)."""
+    numeric = [c for c in runs.columns if c != "seed" and pd.api.types.is_numeric_dtype(runs[c])]
+    rows = []
+    for (objective, size), group in runs.groupby(GROUP, sort=False):
+        row = {"objective": objective, "size": size, "seeds": len(group), "scoring": group["scoring"].iloc[0]}
+        for col in numeric:
+            row[f"{col}_mean"], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = mean_ci(group[col])
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 # --- markdown ----------------------------------------------------------------------------------
 
 
-def render_markdown(title: str, description: str, runs: pd.DataFrame, summary: pd.DataFrame,
+def render_markdown(title: str, description: str, results: SuiteResults, summary: pd.DataFrame,
+                    aggregate: Aggregate | None = None, per_run: pd.DataFrame | None = None,
                     card: dict | None = None) -> str:
+    runs = results.runs[["run_id", "objective", "size", "seed", "steps", "val_loss", "wall_time_s"]]
     parts = [f"# {title}", description.strip(), _data_table(card), _training_table(summary),
-             _eval_table(runs, summary),
-             _reading_notes(), "## Runs", runs[["run_id", "objective", "size", "seed", "steps",
-                                                "val_loss", "wall_time_s"]].to_markdown(index=False)]
+             _zero_shot_table(results.zero_shot), _finetune_table(results.finetune),
+             _aggregate_table(per_run, aggregate), _reading_notes(), "## Runs", runs.to_markdown(index=False)]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
@@ -92,42 +248,85 @@ def _data_table(card: dict | None) -> str:
     lines = [f"Source: {card['source']}. Tokenizer: {card['tokenizer']}, vocabulary {card['vocab_size']:,}. "
              f"Validation: the last {card['val_fraction']:.0%} of the documents, read by no training run."]
     if floor is not None:
-        lines.append(f"Entropy floor of the validation text (the generator's true entropy): "
+        lines.append(f"Entropy floor of the held-out text (the generator's true entropy): "
                      f"{floor:.4f} bits/byte; no model's `bits/byte` can be lower on average.")
-    return "## Data\n\n" + " ".join(lines) + "\n\n" + pd.DataFrame(rows).to_markdown(index=False)
+    if card.get("heldout_documents"):
+        lines.append(f"`bits/byte held-out` and this floor are both over the first "
+                     f"{card['heldout_documents']:,} validation documents.")
+    return "## Data\n\n" + " ".join(lines) + "\n\n" + _markdown(pd.DataFrame(rows))
 
 
 def _training_table(summary: pd.DataFrame) -> str:
+    trained = "params_trained_mean" if "params_trained_mean" in summary else "params_mean"
     table = pd.DataFrame({
         "objective": summary["objective"], "size": summary["size"], "seeds": summary["seeds"],
         "params": summary["params_mean"].map(lambda v: f"{v:,.0f}"),
-        "params trained": summary.get("params_trained_mean", summary["params_mean"]).map(lambda v: f"{v:,.0f}"),
+        "params trained": summary[trained].map(lambda v: f"{v:,.0f}"),
         "FLOPs spent": summary["flops_spent_mean"].map(lambda v: f"{v:.4g}"),
         "tokens seen": summary["tokens_seen_mean"].map(lambda v: f"{v:,.0f}"),
-        "val loss": _pm(summary, "val_loss"),
+        "val loss [95% CI]": _mean_ci_text(summary, "val_loss"),
         "uniform loss ln V": summary["uniform_loss_mean"].map(lambda v: f"{v:.3f}"),
-        "bits/byte": _pm(summary, "bits_per_byte"),
-        "wall time (s)": _pm(summary, "wall_time_s", digits=0),
+        "bits/byte held-out [95% CI]": _mean_ci_text(summary, "bits_per_byte"),
+        "wall time (s)": summary["wall_time_s_mean"].map(lambda v: f"{v:.0f}"),
     })
-    return "## Training at matched compute\n\n" + table.to_markdown(index=False)
+    return "## Training at matched compute\n\n" + _markdown(table)
 
 
-def _eval_table(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
-    tasks = sorted({c.split(":")[0] for c in runs.columns if c.endswith(":chance")})
-    if not tasks:
+def _zero_shot_table(zero_shot: pd.DataFrame) -> str:
+    shown = zero_shot[zero_shot["metric"].isin(SHOWN_METRICS)].sort_values(["task", "metric"], kind="stable")
+    if shown.empty:
         return ""
     rows = []
-    for task in tasks:
-        for metric in ("acc", "acc_norm"):
-            if f"{task}:{metric}_mean" not in summary:
-                continue
-            for _, s in summary.iterrows():
-                rows.append({"task": task, "metric": metric,
-                             "chance": f"{runs[f'{task}:chance'].dropna().iloc[0]:.3f}",
-                             "objective": s["objective"], "size": s["size"],
-                             "scoring": s["scoring"], "mean ± sd over seeds": _pm_row(s, f"{task}:{metric}"),
-                             "stderr (lm-eval)": _fmt(s.get(f"{task}:{metric}_stderr_mean"))})
-    return "## Evaluation (lm-eval, zero-shot)\n\n" + pd.DataFrame(rows).to_markdown(index=False)
+    for (task, metric, objective, size, scoring), group in shown.groupby(
+            ["task", "metric", "objective", "size", "scoring"], sort=False):
+        mean, low, high = mean_ci(group["value"])
+        chance = chance_of(metric, _mean_or_none(group["chance"]))
+        rows.append({"task": task, "metric": metric, "n-shot": _first_int(group["num_fewshot"]),
+                     "chance": _fmt(chance), "objective": objective, "size": size, "scoring": scoring,
+                     "mean": _fmt(mean), "95% CI": _ci(low, high),
+                     "centered": _fmt(None if chance is None else centered(mean, chance)),
+                     "stderr (lm-eval)": _fmt(group["stderr"].mean())})
+    return ("## Zero-shot evaluation (lm-eval)\n\nOne row per task × metric × objective × size. "
+            "`mean` and `95% CI` are over pretraining seeds; `centered` is (mean − chance) / (1 − chance); "
+            "`stderr (lm-eval)` is lm-eval's standard error over the task's documents, averaged over seeds.\n\n"
+            + _markdown(pd.DataFrame(rows)))
+
+
+def _finetune_table(finetune: pd.DataFrame) -> str:
+    standard = finetune[finetune["standard"].astype(bool)].sort_values("task", kind="stable")
+    if standard.empty:
+        return ""
+    rows = []
+    for (task, metric, head, objective, size), group in standard.groupby(
+            ["task", "metric", "head", "objective", "size"], sort=False):
+        mean, low, high = mean_ci(group["value"])
+        rows.append({"task": task, "metric": metric, "head": head, "objective": objective, "size": size,
+                     "pretraining seeds": len(group),
+                     "fine-tuning seeds": "/".join(str(n) for n in sorted(set(group["finetune_seeds"]))),
+                     "mean of medians": _fmt(mean), "95% CI": _ci(low, high),
+                     "baseline": _fmt(group["chance"].mean()), "majority acc": _fmt(group["majority"].mean())})
+    return ("## Fine-tuning\n\nEach pretraining run is fine-tuned once per fine-tuning seed; `mean of medians` "
+            "is the mean over pretraining seeds of each run's median over fine-tuning seeds, in the task's "
+            "standard metric. `baseline` is that metric for the majority-class (or uniform) guess.\n\n"
+            + _markdown(pd.DataFrame(rows)))
+
+
+def _aggregate_table(per_run: pd.DataFrame | None, aggregate: Aggregate | None) -> str:
+    if per_run is None:
+        return ""
+    rows = []
+    for (objective, size), group in per_run.groupby(GROUP, sort=False):
+        mean, low, high = mean_ci(group["aggregate"])
+        missing = [task for task in aggregate.tasks if any(task in m for m in group["missing"])]
+        rows.append({"objective": objective, "size": size, "scoring": group["scoring"].iloc[0],
+                     "runs with every task": f"{group['aggregate'].notna().sum()}/{len(group)}",
+                     "mean": _fmt(mean), "95% CI": _ci(low, high),
+                     "missing": ", ".join(missing)})
+    tasks = ", ".join(f"{task} ({metric})" for task, metric in aggregate.tasks.items())
+    return (f"## Aggregate: {aggregate.name}, version {aggregate.version} (`{aggregate.key}`)\n\n"
+            f"Mean centered score over {tasks}. 0 is chance, 1 is perfect. The mean and interval are "
+            f"over the runs that evaluated every task; `missing` names the tasks some run lacks.\n\n"
+            + _markdown(pd.DataFrame(rows)))
 
 
 def _reading_notes() -> str:
@@ -138,26 +337,55 @@ def _reading_notes() -> str:
         "- `val loss` is each objective's own loss on held-out text: comparable across seeds, not "
         "across objectives (masked LM predicts 15% of tokens with both-side context). "
         "`uniform loss ln V` is the loss of a uniform guess.\n"
-        "- `bits/byte` is given only for objectives whose loss is a likelihood of the text.\n"
-        "- Evaluation scores name their scoring method: `loglikelihood` for causal models, "
-        "`pseudo-loglikelihood` (Salazar et al. 2020) for masked LMs; compare a score with the "
-        "task's `chance` and with lm-eval's standard error.\n"
-        "- `sd over seeds` is blank with a single seed.")
+        "- `bits/byte held-out` is the negative log-likelihood of the held-out text in bits per UTF-8 "
+        "byte, scored with a sliding window (every token after the first window sees a full window of "
+        "context), so tokenizers of any vocabulary compare. It exists only for objectives that define "
+        "a likelihood of the text; `—` elsewhere.\n"
+        "- Means and 95% intervals are over pretraining seeds: a percentile bootstrap of the mean "
+        "(10,000 resamples). One seed gives no interval (`—`). With 2 or 3 seeds the interval is the "
+        "range of the seeds: read it as the spread observed, not as a guarantee.\n"
+        "- `stderr (lm-eval)` is a different noise: the sampling error of the task's documents, for "
+        "one model. A score means something when it exceeds chance by several of both.\n"
+        "- Scoring methods differ by architecture: `loglikelihood` for causal decoders, "
+        "`pseudo-loglikelihood` (Salazar et al. 2020) for masked LMs, `seq2seq-loglikelihood`, "
+        "`prefix-loglikelihood` and `discriminator` for the others. Their scores are not on one "
+        "scale; the zero-shot and aggregate tables name the method on every row.\n"
+        "- Centered score: (score − chance) / (1 − chance), 0 at chance and 1 at perfect, so tasks "
+        "with two and four choices average fairly (Matthews correlation has chance 0). The "
+        "aggregate is the mean centered score over a versioned task list: the same key always "
+        "means the same tasks.")
 
 
-def _pm(summary: pd.DataFrame, col: str, digits: int = 3) -> pd.Series:
-    return summary.apply(lambda s: _pm_row(s, col, digits), axis=1)
+def _markdown(table: pd.DataFrame) -> str:
+    """A table of cells already formatted: tabulate would re-read "0.650" as 0.65."""
+    return table.to_markdown(index=False, disable_numparse=True)
 
 
-def _pm_row(row, col: str, digits: int = 3) -> str:
-    mean, sd = row.get(f"{col}_mean"), row.get(f"{col}_std")
-    if mean is None or _missing(mean):
-        return "—"
-    return f"{mean:.{digits}f}" + ("" if _missing(sd) else f" ± {sd:.{digits}f}")
+def _mean_ci_text(summary: pd.DataFrame, col: str, digits: int = 3) -> pd.Series:
+    """'mean [low, high]' per row: the mean alone with one seed, '—' without a value."""
+    def cell(s: pd.Series) -> str:
+        mean, low, high = s.get(f"{col}_mean"), s.get(f"{col}_ci_low"), s.get(f"{col}_ci_high")
+        if _missing(mean):
+            return "—"
+        return _fmt(mean, digits) + ("" if _missing(low) else " " + _ci(low, high, digits))
+    return summary.apply(cell, axis=1)
+
+
+def _ci(low, high, digits: int = 3) -> str:
+    return "—" if _missing(low) else f"[{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def _fmt(value, digits: int = 3) -> str:
-    return "—" if value is None or _missing(value) else f"{value:.{digits}f}"
+    return "—" if _missing(value) else f"{value:.{digits}f}"
+
+
+def _first_int(values: pd.Series) -> str:
+    known = values.dropna()
+    return str(int(known.iloc[0])) if len(known) else "—"
+
+
+def _mean_or_none(values: pd.Series) -> float | None:
+    return None if values.isna().all() else float(values.mean())
 
 
 def _missing(value) -> bool:

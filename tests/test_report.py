@@ -1,0 +1,227 @@
+"""The report from a small results tree written by hand: every table's numbers, checked by hand.
+
+Two objectives at one size: `clm` (log-likelihood, three seeds, bits per byte of held-out text)
+and `mlm` (pseudo-log-likelihood, two seeds, no likelihood, never evaluated on synthetic_rte).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.data import PreparedData
+from harness.errors import UserError
+from harness.report import write_report
+from harness.results import write_json, write_yaml
+
+CHANCE = {"synthetic_hellaswag": 0.25, "synthetic_mmlu": 0.25, "synthetic_glue": 0.5,
+          "synthetic_cola": 0.5, "synthetic_sst2": 0.5, "synthetic_rte": 0.5}
+# Per seed, the metric synthetic-core-v1 reads, chosen so that centered scores are round:
+#   clm seed 0: 0.2, 0.0, 0.2, 0.1, 0.4,  0.0 -> aggregate 0.9 / 6 = 0.150
+#   clm seed 1: 0.4, 0.2, 0.3, 0.0, 0.6,  0.1 -> 1.6 / 6 = 0.2667
+#   clm seed 2: 0.3, 0.1, 0.4, 0.2, 0.5, -0.1 -> 1.4 / 6 = 0.2333     mean 0.2167, CI [0.150, 0.267]
+SCORES = {
+    "clm": {"synthetic_hellaswag": [0.40, 0.55, 0.475], "synthetic_mmlu": [0.25, 0.40, 0.325],
+            "synthetic_glue": [0.60, 0.65, 0.70], "synthetic_cola": [0.55, 0.50, 0.60],
+            "synthetic_sst2": [0.70, 0.80, 0.75], "synthetic_rte": [0.50, 0.55, 0.45]},
+    "mlm": {"synthetic_hellaswag": [0.30, 0.36], "synthetic_mmlu": [0.26, 0.30],
+            "synthetic_glue": [0.52, 0.56], "synthetic_cola": [0.50, 0.50], "synthetic_sst2": [0.58, 0.62]},
+}
+SCORING = {"clm": "loglikelihood", "mlm": "pseudo-loglikelihood"}
+HELDOUT_BPB = {"clm": [0.90, 0.94, 0.92]}
+# Fine-tuning medians over fine-tuning seeds, per pretraining seed.
+FINETUNE = {"clm": {"synthetic_sst2": [0.80, 0.84, 0.82], "synthetic_cola": [0.20, 0.30, 0.25]},
+            "mlm": {"synthetic_sst2": [0.86, 0.90], "synthetic_cola": [0.40, 0.44]}}
+HEAD = {"clm": "last-token", "mlm": "encoder-mean"}
+
+
+def data_dict(root: Path) -> dict:
+    return PreparedData(
+        root=root, tokenizer_dir=root / "tokenizer", train_tokens=root / "train.bin", val_tokens=root / "val.bin",
+        dtype="uint16", vocab_size=512, n_train_tokens=90_000, n_val_tokens=10_000, n_val_bytes=41_000,
+        special_tokens={"[PAD]": 0, "[UNK]": 1, "[EOS]": 2}, tasks_dir=root / "tasks", n_train_documents=540,
+        n_val_documents=60, n_train_bytes=369_000, source="synthetic world", tokenizer="bpe", val_fraction=0.1,
+        entropy_bits_per_byte=0.2205).to_dict()
+
+
+def lm_eval_file(entry: str, task: str, scoring: str, metrics: dict, chance: float | None) -> dict:
+    """lm-eval's results dict for one entry (the keys the harness keeps), plus the harness block."""
+    return {
+        "results": {task: {"alias": task, **{f"{k},none": v for k, v in metrics.items()}}},
+        "versions": {task: 1.0}, "n-shot": {task: 0}, "n-samples": {task: {"original": 40, "effective": 40}},
+        "harness": {"entry": entry, "scoring": scoring, "model_sha256": "0" * 64,
+                    "tasks": {task: {"metrics": metrics, "chance": chance, "n": 40, "num_fewshot": 0,
+                                     "higher_is_better": {k: True for k in metrics if "stderr" not in k}}}},
+    }
+
+
+def finetune_file(task: str, objective: str, median: float) -> dict:
+    metric = "mcc" if task == "synthetic_cola" else "acc"
+    runs = [{"seed": s, "acc": median + d, "mcc": median + d} for s, d in enumerate((-0.01, 0.0, 0.01))]
+    return {"task": task, "metric": metric, "head": HEAD[objective], "recipe": {"lr": 1e-4, "epochs": 3},
+            "n_train": 40, "n_eval": 40, "eval_split": "validation", "majority": 0.55,
+            "chance": 0.0 if metric == "mcc" else 0.55, "runs": runs, "median": {"acc": median, "mcc": median}}
+
+
+def write_run(suite: Path, objective: str, seed: int, data: dict, aggregate=None) -> Path:
+    run_id = f"{objective}-mini-s{seed}-0123abcd"
+    run = suite / run_id
+    likelihood = objective in HELDOUT_BPB
+    write_yaml(run / "run.yaml", {
+        "run_id": run_id, "suite": suite.name, "objective": objective, "label": objective,
+        "size": "mini", "seed": seed, "scoring": SCORING[objective], "defines_likelihood": likelihood,
+        "data": data, "eval": {"tasks": list(SCORES[objective]), "aggregate": aggregate}})
+    write_json(run / "train.json", {
+        "run_id": run_id, "objective": objective, "size": "mini", "seed": seed, "steps": 100,
+        "tokens_seen": 409_600, "flops_spent": 6.0e12 * (1 + seed / 1000), "flops_per_step": 6.0e10,
+        "params": 1_200_000, "params_trained": 1_300_000, "val_loss": 2.0 + seed / 10, "val_accuracy": 0.4,
+        "bits_per_byte": 1.5 if likelihood else None,  # from the training loss: not the report's
+        "wall_time_s": 60.0 + seed, "uniform_loss": math.log(512)})
+    for task, values in SCORES[objective].items():
+        acc = values[seed]
+        metrics = {"acc": acc, "acc_stderr": 0.02 + seed / 100}
+        if task == "synthetic_hellaswag":  # acc_norm is what synthetic-core reads; acc is lower
+            metrics = {"acc": acc - 0.05, "acc_stderr": 0.02, "acc_norm": acc, "acc_norm_stderr": 0.02}
+        write_json(run / "eval" / f"{task}.json", lm_eval_file(task, task, SCORING[objective], metrics, CHANCE[task]))
+    if likelihood:
+        bpb = HELDOUT_BPB[objective][seed]
+        metrics = {"bits_per_byte": bpb, "byte_perplexity": 2 ** bpb, "word_perplexity": 30.0}
+        write_json(run / "eval" / "harness_heldout.json",
+                   lm_eval_file("harness_heldout", "harness_heldout", SCORING[objective], metrics, None))
+    for task, medians in FINETUNE[objective].items():
+        write_json(run / "finetune" / f"{task}.json", finetune_file(task, objective, medians[seed]))
+    return run
+
+
+@pytest.fixture
+def suite(tmp_path) -> Path:
+    suite, data = tmp_path / "demo", data_dict(tmp_path / "data")
+    for objective, seeds in (("clm", 3), ("mlm", 2)):
+        for seed in range(seeds):
+            write_run(suite, objective, seed, data)
+    write_yaml(suite / "unfinished-run" / "run.yaml", {"run_id": "unfinished-run"})  # no train.json: left out
+    return suite
+
+
+def markdown_table(report: str, heading: str) -> list[dict]:
+    """The rows of the first table under the heading that starts with `heading`."""
+    section = report.split("\n## " + heading, 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    return [dict(zip(cells[0], row)) for row in cells[2:]]
+
+
+def row(rows: list[dict], **match) -> dict:
+    found = [r for r in rows if all(r[k] == v for k, v in match.items())]
+    assert len(found) == 1, (match, rows)
+    return found[0]
+
+
+def test_zero_shot_table_gives_mean_ci_centered_and_each_objectives_scoring(suite):
+    report = write_report(suite, "Demo")[1].read_text()
+    rows = markdown_table(report, "Zero-shot")
+    glue = row(rows, task="synthetic_glue", metric="acc", objective="clm")
+    assert glue == {"task": "synthetic_glue", "metric": "acc", "n-shot": "0", "chance": "0.500", "objective": "clm",
+                    "size": "mini", "scoring": "loglikelihood", "mean": "0.650", "95% CI": "[0.600, 0.700]",
+                    "centered": "0.300", "stderr (lm-eval)": "0.030"}
+    mlm = row(rows, task="synthetic_glue", metric="acc", objective="mlm")
+    assert (mlm["scoring"], mlm["mean"], mlm["95% CI"], mlm["centered"]) == (
+        "pseudo-loglikelihood", "0.540", "[0.520, 0.560]", "0.080")
+    hellaswag = row(rows, task="synthetic_hellaswag", metric="acc_norm", objective="clm")
+    assert (hellaswag["chance"], hellaswag["mean"], hellaswag["centered"]) == ("0.250", "0.475", "0.300")
+    assert row(rows, task="synthetic_hellaswag", metric="acc", objective="clm")["mean"] == "0.425"
+    assert not [r for r in rows if r["task"] == "harness_heldout"]
+    assert {r["task"] for r in rows if r["objective"] == "mlm"} == set(SCORES["mlm"])
+
+
+def test_training_table_takes_bits_per_byte_from_the_heldout_entry(suite):
+    report = write_report(suite, "Demo")[1].read_text()
+    rows = markdown_table(report, "Training")
+    assert row(rows, objective="clm")["bits/byte held-out [95% CI]"] == "0.920 [0.900, 0.940]"
+    assert row(rows, objective="mlm")["bits/byte held-out [95% CI]"] == "—"
+    assert row(rows, objective="clm")["seeds"] == "3"
+    assert row(rows, objective="mlm")["val loss [95% CI]"] == "2.050 [2.000, 2.100]"
+
+
+def test_finetune_table_averages_the_medians_over_pretraining_seeds(suite):
+    report = write_report(suite, "Demo")[1].read_text()
+    rows = markdown_table(report, "Fine-tuning")
+    assert len(rows) == 4  # the standard metric only: acc for sst2, mcc for cola
+    sst2 = row(rows, task="synthetic_sst2", objective="clm")
+    assert sst2 == {"task": "synthetic_sst2", "metric": "acc", "head": "last-token", "objective": "clm",
+                    "size": "mini", "pretraining seeds": "3", "fine-tuning seeds": "3", "mean of medians": "0.820",
+                    "95% CI": "[0.800, 0.840]", "baseline": "0.550", "majority acc": "0.550"}
+    cola = row(rows, task="synthetic_cola", objective="mlm")
+    assert (cola["metric"], cola["head"], cola["mean of medians"], cola["95% CI"], cola["baseline"]) == (
+        "mcc", "encoder-mean", "0.420", "[0.400, 0.440]", "0.000")
+
+
+def test_aggregate_by_hand_and_missing_task_named(suite):
+    report = write_report(suite, "Demo")[1].read_text()
+    assert "## Aggregate: synthetic-core, version 1 (`synthetic-core-v1`)" in report
+    assert "synthetic_hellaswag (acc_norm)" in report
+    rows = markdown_table(report, "Aggregate")
+    clm, mlm = row(rows, objective="clm"), row(rows, objective="mlm")
+    assert (clm["mean"], clm["95% CI"], clm["runs with every task"], clm["missing"]) == (
+        "0.217", "[0.150, 0.267]", "3/3", "")
+    assert (mlm["mean"], mlm["95% CI"], mlm["runs with every task"], mlm["missing"]) == ("—", "—", "0/2", "synthetic_rte")
+    assert clm["scoring"] == "loglikelihood" and mlm["scoring"] == "pseudo-loglikelihood"
+
+
+def test_summary_csv_has_mean_and_interval_of_every_score(suite):
+    csv_path, _ = write_report(suite, "Demo")
+    summary = pd.read_csv(csv_path).set_index("objective")
+    clm, mlm = summary.loc["clm"], summary.loc["mlm"]
+    assert (clm["seeds"], mlm["seeds"]) == (3, 2)
+    assert clm["aggregate:synthetic-core-v1_mean"] == pytest.approx(0.65 / 3)
+    assert (clm["aggregate:synthetic-core-v1_ci_low"], clm["aggregate:synthetic-core-v1_ci_high"]) == (
+        pytest.approx(0.15), pytest.approx(1.6 / 6))
+    assert math.isnan(mlm["aggregate:synthetic-core-v1_mean"])
+    assert clm["bits_per_byte_mean"] == pytest.approx(0.92) and math.isnan(mlm["bits_per_byte_mean"])
+    assert clm["synthetic_glue:acc_ci_low"] == pytest.approx(0.60)
+    assert mlm["finetune:synthetic_cola:mcc_mean"] == pytest.approx(0.42)
+    assert math.isnan(mlm["synthetic_rte:acc_mean"])
+    assert {"flops_spent_mean", "val_loss_ci_high", "uniform_loss_mean"} <= set(summary.columns)
+
+
+def test_declared_aggregate_wins_and_an_unknown_one_is_a_user_error(tmp_path):
+    suite, data = tmp_path / "declared", data_dict(tmp_path / "data")
+    inline = {"name": "glue-pair", "version": 1, "tasks": {"synthetic_glue": "acc", "synthetic_sst2": "acc"}}
+    for seed in range(2):
+        write_run(suite, "mlm", seed, data, aggregate=inline)
+    report = write_report(suite, "Declared")[1].read_text()
+    # mlm seed 0: (0.52 - .5) / .5 = 0.04 and (0.58 - .5) / .5 = 0.16 -> 0.10; seed 1: 0.12, 0.24 -> 0.18
+    assert "## Aggregate: glue-pair, version 1 (`glue-pair-v1`)" in report
+    assert (row(markdown_table(report, "Aggregate"), objective="mlm")["mean"]) == "0.140"
+
+    bad = write_run(tmp_path / "bad", "mlm", 0, data, aggregate="synthetic-core-v2")
+    with pytest.raises(UserError, match="unknown aggregate 'synthetic-core-v2'.*did you mean") as err:
+        write_report(tmp_path / "bad", "Bad")
+    assert str(bad / "run.yaml") in err.value.where
+
+
+def test_report_keeps_data_card_notes_and_runs(suite):
+    report = write_report(suite, "Demo", "Two objectives.")[1].read_text()
+    assert report.startswith("# Demo\n\nTwo objectives.\n\n## Data")
+    assert "Entropy floor of the held-out text" in report and "0.2205 bits/byte" in report
+    assert "centered" in report.split("## Reading this report")[1]
+    assert len(markdown_table(report, "Runs")) == 5
+
+
+def test_previous_evaluation_format_is_still_read(tmp_path):
+    suite, data = tmp_path / "old", data_dict(tmp_path / "data")
+    run = write_run(suite, "mlm", 0, data)
+    for path in (run / "eval").glob("*.json"):
+        path.unlink()
+    write_json(run / "eval" / "synthetic_glue.json", {
+        "task": "synthetic_glue", "scoring": "pseudo-loglikelihood", "chance": 0.5,
+        "metrics": {"acc": 0.58, "acc_stderr": 0.03}, "n-samples": {"synthetic_glue": {"effective": 40}},
+        "n-shot": {"synthetic_glue": 0}})
+    rows = markdown_table(write_report(suite, "Old")[1].read_text(), "Zero-shot")
+    assert row(rows, task="synthetic_glue")["mean"] == "0.580" and rows[0]["centered"] == "0.160"
+    write_json(run / "eval" / "synthetic_glue.json", {"acc": 0.5})
+    with pytest.raises(UserError, match="not an evaluation result"):
+        write_report(suite, "Old")
