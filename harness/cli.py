@@ -12,7 +12,10 @@ EPILOG = "Results go to RESULTS/<suite name>/ (default RESULTS: ./results). See 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `harness eval bundle ...` and `harness eval RUN_DIR ...` share a command word.
+    parser = _bundle_parser() if argv[:2] == ["eval", "bundle"] else _parser()
+    args = parser.parse_args(argv[2:] if argv[:2] == ["eval", "bundle"] else argv)
     try:
         return args.func(args) or 0
     except UserError as e:
@@ -56,9 +59,40 @@ def _parser() -> argparse.ArgumentParser:
                       help="write here (default: the suite's cache, RESULTS/_data/<hash>/)")
     prep.set_defaults(func=_cmd_data_prepare)
 
+    ev = sub.add_parser(
+        "eval", epilog=EPILOG, help="evaluate a trained run on demand (and `harness eval bundle`)",
+        description="Evaluate a trained run with lm-eval (and optionally fine-tune it) without "
+                    "retraining; results go to RUN_DIR/eval/ and RUN_DIR/finetune/, and the suite's "
+                    "report is rebuilt. Every task is checked to load before anything runs. "
+                    "`harness eval bundle TASKS --out DIR` stores tasks' data for offline use.")
+    ev.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="RESULTS/SUITE/RUN_ID of a trained run")
+    ev.add_argument("--tasks", nargs="+", metavar="TASK",
+                    help="lm-eval tasks, groups or tags (default: the suite's eval.tasks, and "
+                         "harness_heldout for objectives that define a likelihood)")
+    ev.add_argument("--finetune", nargs="+", default=[], metavar="TASK",
+                    help="classification tasks of the fine-tuning track (the suite's recipe)")
+    ev.add_argument("--bundle", type=Path, metavar="DIR", help="an offline task bundle (default: the suite's eval.bundle)")
+    ev.add_argument("--num-fewshot", type=int, metavar="N", help="examples in each prompt (default: the suite's)")
+    ev.add_argument("--limit", type=int, metavar="N", help="examples per task (default: the suite's)")
+    ev.add_argument("--batch-size", type=int, metavar="N", help="default: the suite's")
+    ev.set_defaults(func=_cmd_eval)
+
     rep = sub.add_parser("report", help="rebuild summary.csv and report.md from stored results")
     rep.add_argument("suite_dir", metavar="RESULTS/SUITE", type=Path)
     rep.set_defaults(func=_cmd_report)
+    return p
+
+
+def _bundle_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="harness eval bundle", epilog=EPILOG,
+        description="Store the datasets that lm-eval tasks read, with task YAMLs that read the stored "
+                    "copies and keep each stock task's prompt, choices and metrics. Run it where the "
+                    "network is; then `eval: {bundle: DIR}` in a suite (or `harness eval RUN_DIR "
+                    "--bundle DIR`) evaluates those tasks with no network.")
+    p.add_argument("tasks", nargs="+", metavar="TASK", help="lm-eval tasks, groups or tags (mmlu, hellaswag, glue, sst2, ...)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the bundle directory")
+    p.set_defaults(func=_cmd_eval_bundle)
     return p
 
 
@@ -123,6 +157,61 @@ def _cmd_objectives(args) -> int:
         cls = registry.get(name)
         doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
         print(f"{name:<18} {cls.architecture:<16} {cls.scoring:<22} {doc}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from harness.evaluate import HELDOUT_TASK
+    from harness.pipeline import preflight_eval, run_unit
+    from harness.plan import RunPlan
+    from harness.results import RunDir, read_yaml
+
+    run = RunDir(args.run_dir)
+    if not run.run_yaml.is_file():
+        raise UserError("not a run directory (run.yaml is missing)", where=str(args.run_dir))
+    if not run.train_json.is_file() or not run.model.is_dir():
+        raise UserError("this run has not finished training (train.json or model/ is missing); "
+                        "`harness run` its suite first", where=str(args.run_dir))
+    plan = RunPlan.from_dict(read_yaml(run.run_yaml))
+    ev = dict(plan.eval)
+    tasks = args.tasks or [*ev["tasks"], *([HELDOUT_TASK] if plan.defines_likelihood and ev["bits_per_byte"] else [])]
+    for key in ("bundle", "num_fewshot", "limit", "batch_size"):
+        if getattr(args, key) is not None:
+            ev[key] = str(args.bundle.resolve()) if key == "bundle" else getattr(args, key)
+    bundle = Path(ev["bundle"]) if ev["bundle"] else None
+    preflight_eval(tasks, args.finetune, Path(plan.data["tasks_dir"]), bundle)
+    plan = RunPlan.from_dict({**plan.to_dict(), "eval": ev})
+    units = [("eval", task) for task in tasks] + [("finetune", task) for task in args.finetune]
+    for i, (kind, name) in enumerate(units, 1):
+        print(f"[{i}/{len(units)}] {kind} {name} ...", flush=True)
+        result = run_unit(plan.to_dict(), kind, name)
+        print(f"    {_result_line(kind, result)}", flush=True)
+    from harness.report import write_report
+    try:
+        _, md_path = write_report(run.root.parent, f"Suite {plan.suite}")
+        print(f"report: {md_path}")
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def _result_line(kind: str, result: dict) -> str:
+    if kind == "finetune":
+        return f"{result['metric']} median {result['median'][result['metric']]:.4f} over seeds"
+    rows = []
+    for task, row in result["tasks"].items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in row["metrics"].items()
+                          if isinstance(v, float) and not k.endswith("_stderr"))
+        chance = f" (chance {row['chance']:.3f})" if row["chance"] is not None else ""
+        rows.append(f"{task}: {shown}{chance}")
+    return "; ".join(rows)
+
+
+def _cmd_eval_bundle(args) -> int:
+    from harness.evaluate.bundle import make_bundle
+    make_bundle(args.tasks, args.out)
+    print(f"bundle written to {args.out.resolve()}; use it with `eval: {{bundle: {args.out.resolve()}}}` "
+          "in a suite, or `harness eval RUN_DIR --bundle DIR`")
     return 0
 
 

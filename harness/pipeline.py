@@ -14,7 +14,8 @@ from harness import report
 from harness.data import BASE_SPECIAL_TOKENS, PreparedData, prepare
 from harness.plan import RunPlan, plan_suite
 from harness.progress import Progress
-from harness.results import RunDir, write_json, write_yaml
+from harness.evaluate import HELDOUT_TASK
+from harness.results import RunDir, read_json, write_json, write_yaml
 from harness.suite import Suite
 from objectives import registry
 
@@ -29,9 +30,16 @@ def special_tokens(suite: Suite) -> list[str]:
 
 def prepare_and_plan(suite: Suite, results_root: Path) -> tuple[PreparedData, list[RunPlan]]:
     data = prepare(suite.data, special_tokens(suite), cache_root=results_root / "_data")
-    from harness.evaluate import check_tasks
-    check_tasks(suite.eval.tasks, data.tasks_dir)
+    preflight_eval(suite.eval.tasks, suite.eval.finetune.tasks, data.tasks_dir, suite.eval.bundle)
     return data, plan_suite(suite, data, results_root / suite.name)
+
+
+def preflight_eval(tasks, finetune_tasks, tasks_dir: Path, bundle: Path | None) -> None:
+    """Every evaluation and fine-tuning task loads, before any cluster resource is taken."""
+    from harness.evaluate import check_tasks
+    from harness.finetune import check_finetune_tasks
+    check_tasks(tasks, tasks_dir, bundle)
+    check_finetune_tasks(list(finetune_tasks), tasks_dir, bundle)
 
 
 def run_suite(suite: Suite, results_root: Path, address: str | None = None,
@@ -47,49 +55,108 @@ def run_suite(suite: Suite, results_root: Path, address: str | None = None,
         from harness import schedule  # ray is imported only when there is work for it
         schedule.connect(address, use_gpu=suite.resources.use_gpu)
         try:
-            outcome = schedule.execute(work, evaluate_run, _mark_done, progress)
+            outcome = schedule.execute(work, run_unit, _mark_done, progress)
         finally:
             schedule.shutdown()
     suite_dir = results_root / suite.name
     csv_path, md_path = report.write_report(suite_dir, f"Suite {suite.name}", suite.description)
     progress.event(f"report: {md_path} (table: {csv_path})")
     if outcome and outcome.failed:
-        for run_id, why in outcome.failed.items():
-            progress.event(f"FAILED {run_id}: {why}")
+        for what, why in outcome.failed.items():
+            progress.event(f"FAILED {what}: {why}")
         return 1
     return 0
 
 
-def _pending(plans: list[RunPlan], progress: Progress) -> list[tuple[RunPlan, str]]:
-    """(plan, first stage) for every run not yet done; writes each run's run.yaml."""
-    work, counts = [], {"done": 0, "trained": 0, "partial": 0, "new": 0}
+# --- units of evaluation ---------------------------------------------------------------------
+# After training, a run is evaluated in units, each one Ray task writing one file:
+#   ("eval", entry)      eval/<entry>.json       an lm-eval task, group or tag of eval.tasks
+#   ("eval", heldout)    eval/harness_heldout.json   bits per byte, likelihood objectives only
+#   ("finetune", task)   finetune/<task>.json    the fine-tuning track
+# A unit is pending while its file is missing or was written for other settings, so adding a
+# task to a finished suite evaluates that task alone.
+
+
+def units_of(plan: RunPlan) -> list[tuple[str, str]]:
+    ev = plan.eval
+    units = [("eval", task) for task in ev["tasks"]]
+    if plan.defines_likelihood and ev["bits_per_byte"]:
+        units.append(("eval", HELDOUT_TASK))
+    return units + [("finetune", task) for task in ev["finetune"]["tasks"]]
+
+
+def pending_units(plan: RunPlan) -> list[tuple[str, str]]:
+    return [unit for unit in units_of(plan) if not _unit_current(plan, *unit)]
+
+
+def _unit_current(plan: RunPlan, kind: str, name: str) -> bool:
+    run = RunDir(Path(plan.run_dir))
+    path = (run.eval_dir if kind == "eval" else run.finetune_dir) / f"{name}.json"
+    if not path.exists():
+        return False
+    try:
+        written = read_json(path)
+    except ValueError:  # cut short: evaluate again
+        return False
+    if kind == "eval":
+        return written.get("harness", {}).get("request") == _eval_request(plan, name)
+    return written.get("settings") == _finetune_settings(plan)
+
+
+def _eval_request(plan: RunPlan, entry: str) -> dict:
+    if entry == HELDOUT_TASK:
+        return {"num_fewshot": None, "limit": None}
+    return {"num_fewshot": plan.eval["num_fewshot"], "limit": plan.eval["limit"]}
+
+
+def _finetune_settings(plan: RunPlan) -> dict:
+    return {k: v for k, v in plan.eval["finetune"].items() if k != "tasks"}
+
+
+def run_unit(plan_dict: dict, kind: str, name: str) -> dict:
+    """One unit of a trained run (runs inside a Ray task)."""
+    plan = RunPlan.from_dict(plan_dict)
+    run, ev = RunDir(Path(plan.run_dir)), plan.eval
+    tasks_dir = Path(plan.data["tasks_dir"])
+    bundle = Path(ev["bundle"]) if ev["bundle"] else None
+    if kind == "finetune":
+        from harness.finetune import FinetuneConfig, finetune_model
+        return finetune_model(run.model, plan.architecture, name, FinetuneConfig(**ev["finetune"]),
+                              tasks_dir=tasks_dir, bundle_dir=bundle, max_length=plan.seq_len,
+                              out_dir=run.finetune_dir)
+    from harness.evaluate import evaluate_entry
+    request = _eval_request(plan, name)
+    return evaluate_entry(run.model, plan.scoring, name, tasks_dir=tasks_dir, out_dir=run.eval_dir,
+                          bundle=bundle, num_fewshot=request["num_fewshot"], batch_size=ev["batch_size"],
+                          limit=request["limit"], seed=plan.seed, model_args=plan.scoring_args,
+                          cache_dir=run.eval_dir / ".cache" if ev["cache"] else None)
+
+
+def _pending(plans: list[RunPlan], progress: Progress) -> list[tuple[RunPlan, bool, list]]:
+    """(plan, whether it trains first, its pending units) for every run with work left;
+    writes each run's run.yaml."""
+    work, counts = [], {"done": 0, "evaluate": 0, "partial": 0, "new": 0}
     for plan in plans:
         run = RunDir(Path(plan.run_dir))
-        counts[run.state] += 1
-        if run.state == "done":
+        state = run.state
+        trained = state in ("done", "trained")
+        units = pending_units(plan) if trained else units_of(plan)
+        if trained and not units:
+            counts["done"] += 1
+            if state != "done":
+                _mark_done(plan)
             continue
-        if run.state == "partial":
+        counts["evaluate" if trained else state] += 1
+        if state == "partial":
             run.check_checkpoint(plan.resources["workers_per_run"], plan.train["zero_stage"])
-        if not run.run_yaml.exists():
-            write_yaml(run.run_yaml, plan.to_dict())
-        work.append((plan, "eval" if run.state == "trained" else "train"))
-    progress.event(f"{len(plans)} runs: {counts['done']} done, {counts['trained']} to evaluate, "
+        write_yaml(run.run_yaml, plan.to_dict())  # the settings this work uses
+        if trained:
+            run.done.unlink(missing_ok=True)
+        work.append((plan, not trained, units))
+    progress.event(f"{len(plans)} runs: {counts['done']} done, {counts['evaluate']} to evaluate, "
                    f"{counts['partial']} to resume, {counts['new']} to train")
     return work
 
 
-def evaluate_run(plan_dict: dict) -> dict:
-    """Evaluate one trained run (runs inside a Ray task)."""
-    from harness.evaluate import evaluate_model
-    plan = RunPlan.from_dict(plan_dict)
-    run, ev = RunDir(Path(plan.run_dir)), plan.eval
-    return evaluate_model(run.model, plan.scoring, ev["tasks"], Path(plan.data["tasks_dir"]),
-                          run.eval_dir, batch_size=ev["batch_size"], limit=ev["limit"], seed=plan.seed,
-                          extra_model_args=plan.scoring_args)
-
-
 def _mark_done(plan: RunPlan) -> None:
     write_json(RunDir(Path(plan.run_dir)).done, {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-
-
-

@@ -90,9 +90,17 @@ def plan_suite(suite: Suite, data: PreparedData, results_dir: Path) -> list[RunP
                     objective_config=dict(entry.config), size=size, seed=seed,
                     run_dir=str(results_dir / rid), seq_len=suite.data.seq_len,
                     data=data.to_dict(), train=suite.train.model_dump(),
-                    resources=suite.resources.model_dump(), eval=suite.eval.model_dump(),
+                    resources=suite.resources.model_dump(), eval=_eval_settings(suite),
                     **ledger))
     return plans
+
+
+def _eval_settings(suite: Suite) -> dict:
+    """The eval section as plain data, the bundle made absolute for the Ray workers."""
+    settings = suite.eval.model_dump(mode="json")
+    if settings["bundle"]:
+        settings["bundle"] = str(Path(settings["bundle"]).resolve())
+    return settings
 
 
 def _ledger(suite: Suite, data: PreparedData, entry, size: str) -> dict:
@@ -115,7 +123,7 @@ def _ledger(suite: Suite, data: PreparedData, entry, size: str) -> dict:
                 flops_per_step=flops_per_step, tokens_per_step=tokens_per_step,
                 params=parameter_count(objective.export_model(module)),
                 params_trained=parameter_count(module), block_length=block_length,
-                scoring_args=objective.scoring_args())
+                scoring_args={"max_length": suite.data.seq_len, **objective.scoring_args(suite.data.seq_len)})
 
 
 def vocab_of(data: dict | PreparedData) -> Vocab:

@@ -5,8 +5,9 @@
     <results>/<suite>/<run_id>/checkpoints/    DeepSpeed checkpoints (resume from the latest)
     <results>/<suite>/<run_id>/model/          final model + tokenizer, Hugging Face format
     <results>/<suite>/<run_id>/train.json      training summary, written once the model is saved
-    <results>/<suite>/<run_id>/eval/<task>.json
-    <results>/<suite>/<run_id>/DONE            written last
+    <results>/<suite>/<run_id>/eval/<entry>.json     lm-eval's results for one task, group or tag
+    <results>/<suite>/<run_id>/finetune/<task>.json  the fine-tuning track, one classification task
+    <results>/<suite>/<run_id>/DONE            written when nothing is left to do
     <results>/<suite>/summary.csv, report.md
 """
 
@@ -48,6 +49,10 @@ def write_yaml(path: Path, data: Any) -> None:
     write_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
 
+def read_yaml(path: Path) -> Any:
+    return yaml.safe_load(Path(path).read_text())
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
@@ -76,6 +81,7 @@ class RunDir:
     model = property(lambda self: self.root / "model")
     train_json = property(lambda self: self.root / "train.json")
     eval_dir = property(lambda self: self.root / "eval")
+    finetune_dir = property(lambda self: self.root / "finetune")
     done = property(lambda self: self.root / "DONE")
 
     @property

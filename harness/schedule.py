@@ -3,7 +3,9 @@
 `harness run` starts an embedded local Ray (dashboard bound to 127.0.0.1) unless it is given
 the address of an existing cluster. Each training run is one Ray Train TorchTrainer (its workers
 drive DeepSpeed, see harness.train), launched from a Ray task so that several runs can proceed at
-once where the cluster has room; each evaluation is a Ray task. At most as many runs are in
+once where the cluster has room. After training, each unit of evaluation (one lm-eval task,
+group or tag, the held-out bits per byte, one fine-tuning task) is a Ray task of its own, so
+units of one run and of different runs proceed in parallel where resources allow. At most as many runs are in
 flight as the cluster can hold, so no trainer sits waiting for workers.
 """
 
@@ -59,54 +61,75 @@ def _fit(plan: dict) -> None:
 
 
 @ray.remote
-def _evaluate(plan: dict, evaluate: Callable[[dict], dict]) -> dict:
-    return evaluate(plan)
+def _unit(plan: dict, kind: str, name: str, run_unit: Callable[[dict, str, str], dict]) -> dict:
+    return run_unit(plan, kind, name)
 
 
 @dataclass
 class Outcome:
     finished: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # "run_id" or "run_id kind name" -> why
 
 
-def execute(work: list[tuple[RunPlan, str]], evaluate: Callable[[dict], dict],
-            on_done: Callable[[RunPlan], None], progress: Progress, poll_s: float = 10.0) -> Outcome:
-    """Run each (plan, first stage) pair: 'train' then 'eval', or 'eval' alone."""
-    queue, in_flight, outcome = deque(work), {}, Outcome()
+def execute(work: list[tuple[RunPlan, bool, list[tuple[str, str]]]],
+            run_unit: Callable[[dict, str, str], dict], on_done: Callable[[RunPlan], None],
+            progress: Progress, poll_s: float = 10.0) -> Outcome:
+    """Train the runs that need it (as many at once as the cluster holds), then submit each run's
+    evaluation units as Ray tasks, all at once: Ray runs them in parallel as resources allow.
+    `on_done(plan)` once every unit of a run has succeeded."""
+    trainings = deque(plan for plan, trains, _ in work if trains)
+    units = {plan.run_id: list(pending) for plan, _, pending in work}
+    left = {plan.run_id: len(pending) for plan, _, pending in work}
+    broken: set[str] = set()
+    in_flight: dict = {}
+    outcome = Outcome()
     slots = _slots(work[0][0].resources) if work else 1
-    started: dict[str, float] = {}
-    while queue or in_flight:
-        while queue and len(in_flight) < slots:
-            plan, stage = queue.popleft()
-            in_flight[_submit(plan, stage, evaluate)] = (plan, stage)
-            started[plan.run_id] = time.time()
-            progress.event(f"{'train' if stage == 'train' else 'eval '} {plan.run_id} started")
+
+    def submit_units(plan: RunPlan) -> None:
+        if not units[plan.run_id]:
+            on_done(plan)
+            outcome.finished.append(plan.run_id)
+        for kind, name in units[plan.run_id]:
+            ref = _unit.options(**_unit_resources(plan)).remote(plan.to_dict(), kind, name, run_unit)
+            in_flight[ref] = (plan, kind, name, time.time())
+            progress.event(f"{kind:<8} {plan.run_id} {name} started")
+
+    for plan, trains, _ in work:
+        if not trains:
+            submit_units(plan)
+    while trainings or in_flight:
+        while trainings and sum(kind == "train" for _, kind, _, _ in in_flight.values()) < slots:
+            plan = trainings.popleft()
+            in_flight[_fit.remote(plan.to_dict())] = (plan, "train", "", time.time())
+            progress.event(f"train    {plan.run_id} started")
         ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=poll_s)
         for ref in ready:
-            plan, stage = in_flight.pop(ref)
-            took = duration(time.time() - started[plan.run_id])
+            plan, kind, name, t0 = in_flight.pop(ref)
+            what = f"{kind:<8} {plan.run_id} {name}".rstrip()
             try:
                 ray.get(ref)
-            except Exception as e:  # a failed run must not stop the others
-                outcome.failed[plan.run_id] = f"{stage}: {_short(e)}"
-                progress.event(f"{stage} {plan.run_id} FAILED after {took}: {_short(e)}")
+            except Exception as e:  # a failed run or unit must not stop the others
+                outcome.failed[" ".join(what.split())] = _short(e)
+                progress.event(f"{what} FAILED after {duration(time.time() - t0)}: {_short(e)}")
+                broken.add(plan.run_id)
                 continue
-            progress.event(f"{stage} {plan.run_id} finished in {took}")
-            if stage == "train":
-                queue.appendleft((plan, "eval"))
-            else:
+            progress.event(f"{what} finished in {duration(time.time() - t0)}")
+            if kind == "train":
+                submit_units(plan)
+                continue
+            left[plan.run_id] -= 1
+            if left[plan.run_id] == 0 and plan.run_id not in broken:
                 on_done(plan)
                 outcome.finished.append(plan.run_id)
-        for plan, stage in in_flight.values():
-            if stage == "train":
+        for plan, kind, _, _ in in_flight.values():
+            if kind == "train":
                 progress.training(plan.run_id, Path(plan.run_dir))
     return outcome
 
 
-def _submit(plan: RunPlan, stage: str, evaluate):
-    if stage == "train":
-        return _fit.remote(plan.to_dict())
-    return _evaluate.options(num_cpus=plan.eval["cpus"]).remote(plan.to_dict(), evaluate)
+def _unit_resources(plan: RunPlan) -> dict:
+    """Each evaluation or fine-tuning task: eval.cpus CPUs, and one GPU where runs train on GPUs."""
+    return {"num_cpus": plan.eval["cpus"], "num_gpus": 1 if plan.resources["use_gpu"] else 0}
 
 
 def _slots(resources: dict) -> int:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from harness.data import DataConfig
 from harness.errors import UserError
+from harness.finetune import FinetuneConfig
 from harness.models import SIZES
 
 DEFAULT_PROFILE = "default"
@@ -83,12 +84,37 @@ class ResourcesConfig(Strict):
 
 
 class EvalConfig(Strict):
+    """What every trained run is evaluated on: lm-eval tasks zero/few-shot, fine-tuning, and the
+    held-out bits per byte (for objectives that define a likelihood)."""
+
     tasks: list[str] = Field(default_factory=lambda: [
         "synthetic_hellaswag", "synthetic_mmlu", "synthetic_glue", "synthetic_cola", "synthetic_sst2",
-        "synthetic_rte"], description="lm-eval task names: the synthetic world's, or lm-eval's own")
+        "synthetic_rte"], description="lm-eval task, group or tag names: the synthetic world's, or "
+        "lm-eval's own (mmlu, hellaswag, glue, sst2, arc_easy, ...); one Ray task per name and run")
+    num_fewshot: int | None = Field(None, ge=0, description="examples in each prompt (None: each task's own default)")
     batch_size: int = Field(32, gt=0)
     limit: int | None = Field(None, gt=0, description="examples per task (None: all)")
-    cpus: int = Field(1, gt=0, description="CPUs of each evaluation task")
+    bundle: Path | None = Field(None, description="an offline task bundle (`harness eval bundle`): "
+                                "stock tasks read their data from it instead of the hub")
+    cache: bool = Field(False, description="keep lm-eval's response cache, one per model checkpoint")
+    bits_per_byte: bool = Field(True, description="score the held-out text (sliding window) for "
+                                "objectives that define a likelihood")
+    aggregate: str | dict | None = Field(None, description="a versioned aggregate of centered "
+                                         "accuracy: a registered name (harness/aggregate.py) or "
+                                         "{name, version, tasks: {task: metric}}")
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig,
+                                     description="the fine-tuning track (classification tasks)")
+    cpus: int = Field(1, gt=0, description="CPUs of each evaluation or fine-tuning task")
+
+    @model_validator(mode="after")
+    def _known_aggregate(self):
+        if self.aggregate is not None:
+            from harness.aggregate import resolve_aggregate
+            try:
+                resolve_aggregate(self.aggregate)
+            except UserError as e:
+                raise _KeyedError(("eval", "aggregate"), e.message) from None
+        return self
 
 
 class Suite(Strict):

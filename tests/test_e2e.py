@@ -1,12 +1,16 @@
 """The whole path on a tiny suite: real Ray, real DeepSpeed (two workers, ZeRO-2), real lm-eval.
 
-One suite, run twice: the first run trains and evaluates both objectives and writes the report;
-the second finds every run finished and retrains nothing.
+One suite, run twice: the first run trains, evaluates (zero-shot, held-out bits per byte,
+fine-tuning) both objectives and writes the report; the second finds every run finished and
+retrains nothing. Then `harness eval` evaluates a finished run on a stock lm-eval task, offline:
+from a bundle, or failing fast without one.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +20,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from stock_hub import write_stock_hub
 
 SUITE = {
     "name": "tiny_e2e",
@@ -26,14 +31,17 @@ SUITE = {
     "train": {"micro_batch_size": 8, "lr": 3e-3, "log_every": 10, "eval_every": 50,
               "checkpoint_every": 40, "zero_stage": 2},
     "resources": {"workers_per_run": 2, "cpus_per_worker": 1},
-    "eval": {"tasks": ["synthetic_hellaswag", "synthetic_glue"], "limit": 20, "batch_size": 32},
+    "eval": {"tasks": ["synthetic_hellaswag", "synthetic_glue"], "limit": 20, "batch_size": 32,
+             "finetune": {"tasks": ["synthetic_sst2"], "seeds": [0, 1], "max_steps": 15, "lr": 1e-3},
+             "aggregate": {"name": "e2e", "version": 1,
+                           "tasks": {"synthetic_hellaswag": "acc_norm", "synthetic_glue": "acc"}}},
 }
 
 
-def _harness(*args: str) -> subprocess.CompletedProcess:
+def _harness(*args: str, cwd: Path = REPO, rc: int = 0, env: dict | None = None) -> subprocess.CompletedProcess:
     done = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
-                          text=True, cwd=REPO, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+                          text=True, cwd=cwd, timeout=900, env={**os.environ, **(env or {})})
+    assert done.returncode == rc, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
 
@@ -60,13 +68,25 @@ def test_tiny_suite_end_to_end_then_rerun_retrains_nothing(tmp_path):
         assert (run / "DONE").exists() and (run / "model" / "config.json").exists()
         scoring = "loglikelihood" if train["objective"] == "clm" else "pseudo-loglikelihood"
         for task, chance in (("synthetic_hellaswag", 0.25), ("synthetic_glue", 0.5)):
-            result = yaml.safe_load((run / "eval" / f"{task}.json").read_text())
-            assert result["scoring"] == scoring and math.isclose(result["chance"], chance)
-            assert 0 <= result["metrics"]["acc"] <= 1 and result["n-samples"][task]["effective"] == 20
+            result = json.loads((run / "eval" / f"{task}.json").read_text())
+            row = result["harness"]["tasks"][task]
+            assert result["harness"]["scoring"] == scoring and math.isclose(row["chance"], chance)
+            assert 0 <= row["metrics"]["acc"] <= 1 and result["n-samples"][task]["effective"] == 20
+        # bits per byte on held-out text: causal LM defines a likelihood, masked LM does not
+        heldout = run / "eval" / "harness_heldout.json"
+        assert heldout.exists() == (train["objective"] == "clm")
+        if heldout.exists():
+            bpb = json.loads(heldout.read_text())["harness"]["tasks"]["harness_heldout"]["metrics"]["bits_per_byte"]
+            assert 0 < bpb < 8
+        finetune = json.loads((run / "finetune" / "synthetic_sst2.json").read_text())
+        assert [r["seed"] for r in finetune["runs"]] == [0, 1] and finetune["metric"] == "acc"
+        assert finetune["head"] == ("last-token" if train["objective"] == "clm" else "first-token")
 
     report = (suite_dir / "report.md").read_text()
     assert "| clm " in report and "| mlm " in report and "pseudo-loglikelihood" in report
-    assert "## Data" in report and "Entropy floor of the validation text" in report
+    assert "## Data" in report and "Entropy floor" in report
+    for section in ("Zero-shot", "Fine-tuning", "Aggregate"):
+        assert f"## {section}" in report
     assert "2 to train" in first.stdout
 
     stamps = {p: p.stat().st_mtime_ns for run in runs for p in run.rglob("*") if p.is_file()}
@@ -74,3 +94,21 @@ def test_tiny_suite_end_to_end_then_rerun_retrains_nothing(tmp_path):
     assert "2 runs: 2 done" in second.stdout and "started" not in second.stdout
     assert stamps == {p: p.stat().st_mtime_ns for run in runs for p in run.rglob("*") if p.is_file()}
     assert pd.read_csv(suite_dir / "summary.csv").equals(summary)
+
+    # `harness eval` on a finished run, offline: a stock task fails fast without a bundle ...
+    clm_run = next(run for run in runs if run.name.startswith("clm-"))
+    refused = _harness("eval", str(clm_run), "--tasks", "hellaswag", rc=2)
+    assert "task 'hellaswag' cannot be loaded" in refused.stderr
+    assert "harness eval bundle hellaswag --out DIR" in refused.stderr
+    assert not (clm_run / "eval" / "hellaswag.json").exists()
+    # ... and completes from one (made from the stand-in hub, lm-eval's stock processing)
+    hub, bundle = tmp_path / "hub", tmp_path / "bundle"
+    rows = write_stock_hub(hub)
+    _harness("eval", "bundle", "hellaswag", "--out", str(bundle), cwd=hub,
+             env={"HF_DATASETS_CACHE": str(tmp_path / "hf_cache")})
+    done = _harness("eval", str(clm_run), "--tasks", "hellaswag", "--bundle", str(bundle))
+    assert "hellaswag: acc" in done.stdout
+    result = json.loads((clm_run / "eval" / "hellaswag.json").read_text())
+    assert result["n-samples"]["hellaswag"]["effective"] == len(rows["hellaswag"]["validation"])
+    assert result["configs"]["hellaswag"]["dataset_path"] == "parquet"
+    assert "hellaswag" in (suite_dir / "report.md").read_text()

@@ -11,7 +11,7 @@ import transformers
 from lm_eval.api.instance import Instance
 
 from harness.data import BlockSampler, load_tokenizer
-from harness.evaluate import evaluate_model
+from harness.evaluate import evaluate_entry
 from harness.evaluate.electra import DiscriminatorLM
 from harness.models import SIZES, ModelSize, model_factory, parameter_count
 from harness.plan import vocab_of
@@ -213,16 +213,19 @@ def test_adapter_equals_a_hand_computation(saved):
         lm.generate_until([Instance("generate_until", {}, ("a", {"until": ["."]}), 0)])
 
 
-def test_evaluate_model_scores_with_the_discriminator(tiny_data, saved, tmp_path):
+def test_evaluate_entry_scores_with_the_discriminator(tiny_data, saved, tmp_path):
     _, _, path = saved
     tasks = ["synthetic_hellaswag", "synthetic_glue"]
-    summary = evaluate_model(path, "discriminator", tasks, tiny_data.tasks_dir, tmp_path / "eval",
-                             batch_size=8, limit=10, seed=3)
-    assert set(summary) == set(tasks)
+    summary = {}
+    for task in tasks:
+        section = evaluate_entry(path, "discriminator", task, tasks_dir=tiny_data.tasks_dir,
+                                 out_dir=tmp_path / "eval", batch_size=8, limit=10, seed=3)
+        assert section["scoring"] == "discriminator" and section["model"] == "harness-electra"
+        summary[task] = {**section["tasks"][task]["metrics"], "chance": section["tasks"][task]["chance"]}
     assert summary["synthetic_hellaswag"]["chance"] == pytest.approx(0.25)
     assert summary["synthetic_glue"]["chance"] == pytest.approx(0.5)
     for task, entry in summary.items():
-        assert entry["scoring"] == "discriminator" and 0.0 <= entry["acc"] <= 1.0
+        assert 0.0 <= entry["acc"] <= 1.0
         assert (tmp_path / "eval" / f"{task}.json").is_file()
 
 

@@ -8,31 +8,31 @@ for the decoder.
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
 import transformers
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from harness.errors import UserError
 from harness.evaluate import (
+    HELDOUT_TASK,
     SCORING_MODELS,
     _lm_eval_model,
     _model_args,
     chance_level,
-    evaluate_model,
+    check_tasks,
+    evaluate_entry,
     materialize_tasks,
+    model_sha256,
     plain_metrics,
+    reported_tasks,
 )
 from harness.evaluate.adapters import PseudoLogLikelihoodLM, left_truncate, masked_copy
 from harness.synthetic import TASKS
 from conftest import split_tokens
-
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[EOS]", "[MASK]", "[CLS]", "[SEP]"]
-NAMES, CITIES, JOBS = ["alice", "bob", "carol", "dave"], ["paris", "rome", "oslo", "lima"], ["baker", "farmer", "nurse"]
+from tiny_lm import tiny_config, train_tokenizer
 
 REQUESTS = [  # (context, continuation) as multiple-choice tasks send them
     ("alice lives in paris . alice works as a", " baker ."),
@@ -42,41 +42,6 @@ REQUESTS = [  # (context, continuation) as multiple-choice tasks send them
 ]
 
 
-
-
-def corpus(n: int = 150) -> list[str]:
-    rng = random.Random(0)
-    lines = []
-    for _ in range(n):
-        name, city, job = rng.choice(NAMES), rng.choice(CITIES), rng.choice(JOBS)
-        lines.append(f"{name} lives in {city} . {name} works as a {job} .")
-        lines.append(f"claim : {name} lives in {city} . verdict : {rng.choice(['true', 'false'])} .")
-    return lines
-
-
-def train_tokenizer() -> transformers.PreTrainedTokenizerFast:
-    # Byte-level BPE: the space before a word is part of its token, so the context/continuation
-    # split at a space matters.
-    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(corpus(), trainer)
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, eos_token="[EOS]", pad_token="[PAD]", mask_token="[MASK]",
-        unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-    )
-
-
-def tiny_config(tokenizer) -> dict:
-    return dict(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, layer_types=["full_attention"] * 2,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.eos_token_id, cls_token_id=tokenizer.cls_token_id,
-        sep_token_id=tokenizer.sep_token_id,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +149,7 @@ def test_loglikelihood_path_is_lm_evals_hf_model_and_matches_logits(model_dirs):
     # Built the way simple_evaluate builds it from the harness's model arguments.
     model_name = _lm_eval_model("loglikelihood")
     lm = get_model(model_name).create_from_arg_obj(
-        _model_args("loglikelihood", model_dirs["decoder"]), {"batch_size": 2, "device": "cpu"}
+        _model_args(model_name, model_dirs["decoder"]), {"batch_size": 2, "device": "cpu"}
     )
     assert type(lm).__name__ == "HFLM"
     assert isinstance(lm.model, transformers.ModernBertDecoderForCausalLM)
@@ -199,31 +164,84 @@ def test_loglikelihood_path_is_lm_evals_hf_model_and_matches_logits(model_dirs):
 
 
 @pytest.mark.parametrize(("architecture", "scoring"), [("decoder", "loglikelihood"), ("encoder", "pseudo-loglikelihood")])
-def test_evaluate_model_runs_both_tasks(model_dirs, tasks_dir, tmp_path, architecture, scoring):
-    tasks = ["synthetic_hellaswag", "synthetic_glue"]
-    summary = evaluate_model(model_dirs[architecture], scoring, tasks, tasks_dir, tmp_path / "eval", batch_size=4, seed=3)
-
-    assert set(summary) == set(tasks)
-    assert summary["synthetic_hellaswag"]["chance"] == pytest.approx(0.25)
-    assert summary["synthetic_glue"]["chance"] == pytest.approx(0.5)
-    assert set(summary["synthetic_hellaswag"]) == {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "scoring", "chance"}
-    assert set(summary["synthetic_glue"]) == {"acc", "acc_stderr", "scoring", "chance"}
-    for task, entry in summary.items():
-        assert 0.0 <= entry["acc"] <= 1.0 and entry["acc_stderr"] is not None
-        assert entry["scoring"] == scoring
-        written = json.loads((tmp_path / "eval" / f"{task}.json").read_text())
-        assert (written["task"], written["scoring"], written["chance"]) == (task, scoring, entry["chance"])
-        assert written["results"][task]["acc,none"] == entry["acc"]
+def test_evaluate_entry_writes_lm_evals_results_and_the_harness_section(model_dirs, tasks_dir, tmp_path, architecture, scoring):
+    out = tmp_path / "eval"
+    for task, chance in (("synthetic_hellaswag", 0.25), ("synthetic_glue", 0.5)):
+        section = evaluate_entry(model_dirs[architecture], scoring, task, tasks_dir=tasks_dir, out_dir=out,
+                                 batch_size=4, seed=3)
+        row = section["tasks"][task]
+        assert list(section["tasks"]) == [task]
+        assert (section["entry"], section["scoring"], section["model"]) == (task, scoring, SCORING_MODELS[scoring])
+        assert section["model_sha256"] == model_sha256(model_dirs[architecture])
+        assert row["chance"] == pytest.approx(chance) and row["n"] == 3 and row["num_fewshot"] == 0
+        assert 0.0 <= row["metrics"]["acc"] <= 1.0 and row["metrics"]["acc_stderr"] is not None
+        written = json.loads((out / f"{task}.json").read_text())
+        assert written["harness"] == json.loads(json.dumps(section))
+        # lm-eval's own results file: scores, versions, seeds, batch size, per-task hashes
+        assert written["results"][task]["acc,none"] == row["metrics"]["acc"]
         assert written["n-samples"][task]["effective"] == 3
         assert written["configs"][task]["output_type"] == "multiple_choice"
+        assert written["versions"][task] == 1.0
         assert written["config"]["model"] == SCORING_MODELS[scoring]
         assert (written["config"]["random_seed"], written["config"]["batch_size"]) == (3, 4)
-    assert not list((tmp_path / "eval").glob(".*.tmp"))
+        assert len(written["task_hashes"][task]) == 64 and "samples" not in written
+    hellaswag = json.loads((out / "synthetic_hellaswag.json").read_text())["harness"]["tasks"]["synthetic_hellaswag"]
+    assert set(hellaswag["metrics"]) == {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr"}
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_task_hashes_change_with_the_prompts(model_dirs, tasks_dir, tmp_path):
+    """Equal hashes mean the same documents, prompts and targets: a different few-shot count
+    changes the prompts, hence the hash."""
+    hashes = []
+    for shots in (0, 1):
+        evaluate_entry(model_dirs["decoder"], "loglikelihood", "synthetic_glue", tasks_dir=tasks_dir,
+                       out_dir=tmp_path / str(shots), num_fewshot=shots)
+        written = json.loads((tmp_path / str(shots) / "synthetic_glue.json").read_text())
+        assert written["n-shot"]["synthetic_glue"] == shots
+        assert written["harness"]["request"] == {"num_fewshot": shots, "limit": None}
+        hashes.append(written["task_hashes"]["synthetic_glue"])
+    assert hashes[0] != hashes[1]
+
+
+def test_response_cache_is_keyed_per_checkpoint(model_dirs, tasks_dir, tmp_path):
+    """Two checkpoints sharing one cache directory never see each other's answers."""
+    other = tmp_path / "other"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dirs["decoder"])
+    torch.manual_seed(1)
+    transformers.ModernBertDecoderForCausalLM(transformers.ModernBertDecoderConfig(**tiny_config(tokenizer))).save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    cache, scores = tmp_path / "cache", {}
+    for name, model_dir in (("first", model_dirs["decoder"]), ("other", other), ("again", model_dirs["decoder"])):
+        section = evaluate_entry(model_dir, "loglikelihood", "synthetic_hellaswag", tasks_dir=tasks_dir,
+                                 out_dir=tmp_path / name, cache_dir=cache)
+        scores[name] = section["tasks"]["synthetic_hellaswag"]["metrics"]["acc_norm"], section["model_sha256"]
+    assert len(list(cache.iterdir())) == 2  # one file per checkpoint
+    assert {path.name.split("-")[1][:16] for path in cache.iterdir()} == {scores["first"][1][:16], scores["other"][1][:16]}
+    assert scores["again"] == scores["first"]
+    # the uncached truth for the other model equals what it got with the shared cache
+    fresh = evaluate_entry(other, "loglikelihood", "synthetic_hellaswag", tasks_dir=tasks_dir, out_dir=tmp_path / "fresh")
+    assert fresh["tasks"]["synthetic_hellaswag"]["metrics"]["acc_norm"] == scores["other"][0]
+
+
+def test_reported_tasks_group_tag_and_task():
+    results = {"results": {"mmlu": {}, "mmlu_stem": {}, "mmlu_anatomy": {}},
+               "groups": {"mmlu": {}, "mmlu_stem": {}}, "group_subtasks": {"mmlu": ["mmlu_stem"], "mmlu_stem": ["mmlu_anatomy"]}}
+    assert reported_tasks(results, "mmlu") == ["mmlu"]
+    tag = {"results": {"sst2": {}, "rte": {}}, "group_subtasks": {}}
+    assert reported_tasks(tag, "glue") == ["rte", "sst2"]
+
+
+def test_a_stock_task_that_cannot_load_offline_fails_fast_naming_the_bundle_command(tasks_dir):
+    with pytest.raises(UserError, match=r"task 'hellaswag' cannot be loaded.*harness eval bundle hellaswag --out DIR"):
+        check_tasks(["synthetic_glue", "hellaswag"], tasks_dir)
+    with pytest.raises(UserError, match="unknown task 'hellaswg'.*did you mean 'hellaswag'"):
+        check_tasks(["hellaswg"], tasks_dir)
 
 
 def test_glue_accuracy_is_the_claim_prompt_scored_by_the_model(model_dirs, tasks_dir, tmp_path):
     """The task YAML sends "claim : <sentence> verdict :" with " false" / " true" to the model."""
-    summary = evaluate_model(model_dirs["encoder"], "pseudo-loglikelihood", ["synthetic_glue"], tasks_dir, tmp_path)
+    section = evaluate_entry(model_dirs["encoder"], "pseudo-loglikelihood", "synthetic_glue", tasks_dir=tasks_dir, out_dir=tmp_path)
     lm = PseudoLogLikelihoodLM(pretrained=str(model_dirs["encoder"]), device="cpu")
     rows = [json.loads(line) for line in (tasks_dir / "synthetic_glue" / "validation.jsonl").read_text().splitlines()]
     correct = []
@@ -231,7 +249,7 @@ def test_glue_accuracy_is_the_claim_prompt_scored_by_the_model(model_dirs, tasks
         prompt = f"claim : {row['sentence']} verdict :"
         (false, _), (true, _) = lm.loglikelihood(instances([(prompt, " false"), (prompt, " true")]), disable_tqdm=True)
         correct.append(int(true > false) == row["label"])
-    assert summary["synthetic_glue"]["acc"] == pytest.approx(sum(correct) / len(correct))
+    assert section["tasks"]["synthetic_glue"]["metrics"]["acc"] == pytest.approx(sum(correct) / len(correct))
 
 
 def test_helpers():
@@ -250,17 +268,17 @@ def test_materialize_tasks_points_at_local_data(tasks_dir):
     include = materialize_tasks(tasks_dir)
     text = (include / "synthetic_glue.yaml").read_text()
     assert str((tasks_dir / "synthetic_glue" / "validation.jsonl").resolve()) in text
-    assert sorted(path.name for path in include.glob("*.yaml")) == sorted(f"{task}.yaml" for task in TASKS)
+    assert sorted(path.name for path in include.glob("*.yaml")) == sorted(f"{task}.yaml" for task in [*TASKS, HELDOUT_TASK])
 
 
 def test_unknown_task_is_a_user_error(model_dirs, tasks_dir, tmp_path):
     with pytest.raises(UserError, match="unknown task 'synthetic_glu'.*did you mean 'synthetic_glue'.*synthetic_hellaswag"):
-        evaluate_model(model_dirs["decoder"], "loglikelihood", ["synthetic_glu"], tasks_dir, tmp_path)
-    assert not list(tmp_path.iterdir())
+        evaluate_entry(model_dirs["decoder"], "loglikelihood", "synthetic_glu", tasks_dir=tasks_dir, out_dir=tmp_path / "eval")
+    assert not (tmp_path / "eval").exists()
 
 
 def test_unknown_scoring_and_missing_data_are_user_errors(model_dirs, tmp_path):
     with pytest.raises(UserError, match="unknown scoring method 'pll'"):
-        evaluate_model(model_dirs["encoder"], "pll", ["synthetic_glue"], tmp_path, tmp_path / "eval")
+        evaluate_entry(model_dirs["encoder"], "pll", "synthetic_glue", tasks_dir=tmp_path, out_dir=tmp_path / "eval")
     with pytest.raises(UserError, match="synthetic_glue.*missing"):
-        evaluate_model(model_dirs["encoder"], "pseudo-loglikelihood", ["synthetic_glue"], tmp_path, tmp_path / "eval")
+        check_tasks(["synthetic_glue"], tmp_path)

@@ -14,7 +14,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 
 from harness.data import BlockSampler, load_tokenizer
-from harness.evaluate import _lm_eval_model, _model_args, evaluate_model
+from harness.evaluate import _lm_eval_model, _model_args, evaluate_entry
 from harness.evaluate.prefix import PrefixLM as PrefixScorer
 from harness.evaluate.prefix import prefix_row
 from harness.models import SIZES, build_model
@@ -209,7 +209,7 @@ def test_adapter_with_a_one_token_prefix_equals_lm_evals_hf_scoring(model_dir):
                                                    .encode(c, add_special_tokens=False)) <= 1]
     assert len(one_token) == 2  # the empty context and "the"
     hf = get_model(_lm_eval_model("loglikelihood")).create_from_arg_obj(
-        _model_args("loglikelihood", model_dir), {"batch_size": 2, "device": "cpu"})
+        _model_args("hf", model_dir), {"batch_size": 2, "device": "cpu"})
     ours = PrefixScorer(pretrained=str(model_dir), device="cpu")
     for (a, a_greedy), (b, b_greedy) in zip(ours.loglikelihood(_instances(one_token), disable_tqdm=True),
                                             hf.loglikelihood(_instances(one_token), disable_tqdm=True)):
@@ -223,14 +223,13 @@ def test_adapter_truncates_from_the_left_keeping_the_mode_token(model_dir):
         PrefixScorer(pretrained=str(model_dir), device="cpu", mode_token="[NOPE]")
 
 
-def test_evaluate_model_runs_prefix_scoring_on_the_shipped_tasks(model_dir, tiny_data, tmp_path):
+def test_evaluate_entry_runs_prefix_scoring_on_the_shipped_tasks(model_dir, tiny_data, tmp_path):
     tasks_dir = tmp_path / "tasks"
     shutil.copytree(tiny_data.tasks_dir, tasks_dir)
-    summary = evaluate_model(model_dir, "prefix-loglikelihood", ["synthetic_hellaswag", "synthetic_glue"],
-                             tasks_dir, tmp_path / "eval", batch_size=8, limit=8,
-                             extra_model_args={"mode_token": MODE})
     for task, chance in (("synthetic_hellaswag", 0.25), ("synthetic_glue", 0.5)):
-        assert summary[task]["scoring"] == "prefix-loglikelihood"
-        assert summary[task]["chance"] == pytest.approx(chance)
-        assert 0.0 <= summary[task]["acc"] <= 1.0
+        section = evaluate_entry(model_dir, "prefix-loglikelihood", task, tasks_dir=tasks_dir,
+                                 out_dir=tmp_path / "eval", batch_size=8, limit=8, model_args={"mode_token": MODE})
+        assert section["scoring"] == "prefix-loglikelihood" and section["model"] == "harness-prefix"
+        assert section["tasks"][task]["chance"] == pytest.approx(chance)
+        assert 0.0 <= section["tasks"][task]["metrics"]["acc"] <= 1.0
         assert (tmp_path / "eval" / f"{task}.json").is_file()

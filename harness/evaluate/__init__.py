@@ -1,11 +1,22 @@
 """Evaluate a trained run with lm-eval: the one place in the harness that imports lm_eval.
 
-    evaluate_model(run_dir / "model", "pseudo-loglikelihood", ["synthetic_glue"], tasks_dir, run_dir / "eval")
+    evaluate_entry(run_dir / "model", "pseudo-loglikelihood", "synthetic_glue",
+                   tasks_dir=tasks_dir, out_dir=run_dir / "eval")
 
-runs lm-eval's `simple_evaluate` with the model class for the objective's scoring method
-(`SCORING_MODELS`) and writes one JSON per task to the eval directory. The harness's own tasks
-ship as YAML templates in `tasks/`; `materialize_tasks` points copies of them at the local data
-files under `tasks_dir`. Any other name is looked up among lm-eval's stock tasks.
+runs lm-eval's `simple_evaluate` on one entry of a suite's `eval.tasks` (a task, a group such as
+`mmlu`, or a tag such as `glue`) with the model class for the objective's scoring method
+(`SCORING_MODELS`), and writes `out_dir/<entry>.json`: lm-eval's own results (configs, versions,
+seeds, batch size, n-shot, task hashes) plus a `harness` section with the scoring method, the
+chance level and plain metric names of the rows the report shows.
+
+Where tasks come from, first match wins:
+- the harness's own tasks, shipped as YAML templates in `tasks/`; `materialize_tasks` points
+  copies of them at the local data files under `tasks_dir`;
+- an offline bundle (`harness eval bundle`, harness.evaluate.bundle): stock tasks reading
+  stored copies of their data;
+- lm-eval's stock task registry, which reads the Hugging Face hub (or its local cache).
+
+`check_tasks` is the preflight run before any training: every entry must load, data and all.
 
 lm_eval is imported inside the functions: importing it takes seconds, and the command line
 imports this package only to read `SCORING_MODELS`.
@@ -14,6 +25,7 @@ imports this package only to read `SCORING_MODELS`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import statistics
@@ -34,8 +46,12 @@ SCORING_MODELS = {
     "prefix-loglikelihood": "harness-prefix",     # prefix LM and UL2: bidirectional context
     "discriminator": "harness-electra",           # ELECTRA: P(original) from replaced-token detection
 }
+# Held-out text (bits per byte) needs a sliding-window rolling likelihood; lm-eval's HFLM rolls
+# disjoint windows, so causal models use the harness's causal class there (same scores).
+ROLLING_MODELS = {**SCORING_MODELS, "loglikelihood": "harness-causal"}
 # The harness's own lm-eval model classes, registered lazily as lm-eval registers its own.
 HARNESS_MODELS = {
+    "harness-causal": "harness.evaluate.adapters:CausalLM",
     "harness-pll": "harness.evaluate.adapters:PseudoLogLikelihoodLM",
     "harness-seq2seq": "harness.evaluate.seq2seq:EncoderDecoderLM",
     "harness-prefix": "harness.evaluate.prefix:PrefixLM",
@@ -44,65 +60,152 @@ HARNESS_MODELS = {
 
 TEMPLATES = Path(__file__).parent / "tasks"
 SHIPPED_TASKS = tuple(sorted(path.stem for path in TEMPLATES.glob("*.yaml")))
+HELDOUT_TASK = "harness_heldout"  # the validation documents, scored for bits per byte
+BUNDLE_HINT = ("offline, evaluate it from a bundle: make one where the network is with "
+               "`harness eval bundle {task} --out DIR`, then set `eval.bundle: DIR` in the suite "
+               "(or pass --bundle DIR)")
 
 
-def evaluate_model(
+def evaluate_entry(
     model_dir: Path,
     scoring: str,
-    tasks: Sequence[str],
+    entry: str,
+    *,
     tasks_dir: Path,
     out_dir: Path,
+    bundle: Path | None = None,
+    num_fewshot: int | None = None,
     batch_size: int = 32,
     limit: int | None = None,
     seed: int = 0,
     device: str | None = None,
-    extra_model_args: dict | None = None,
-) -> dict[str, dict]:
-    """Evaluate the model saved in `model_dir` on `tasks`; write `out_dir/<task>.json` for each.
+    model_args: dict | None = None,
+    cache_dir: Path | None = None,
+) -> dict:
+    """Evaluate the model saved in `model_dir` on one task, group or tag; write `out_dir/<entry>.json`.
 
-    Returns {task: {"acc": .., "acc_stderr": .., "acc_norm": .. (where reported), "scoring": ..,
-    "chance": ..}}. `device` None means CUDA when available, else CPU.
+    Returns the file's `harness` section: {"entry", "scoring", "model_sha256", "request",
+    "tasks": {task: {"metrics", "chance", "n", "num_fewshot", "higher_is_better"}}}.
+    `cache_dir` keeps lm-eval's response cache there, in a file named by the checkpoint's hash,
+    so that one model's answers are never served to another. `device` None means CUDA when
+    available, else CPU.
     """
     from lm_eval import simple_evaluate
 
-    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-    model = _lm_eval_model(scoring)
-    include = materialize_tasks(tasks_dir)
-    model_args = _model_args(scoring, Path(model_dir)) | dict(extra_model_args or {})
+    rolling = entry == HELDOUT_TASK
+    model = _lm_eval_model(scoring, rolling=rolling)
+    model_dir = Path(model_dir)
+    args = _model_args(model, model_dir) | dict(model_args or {})
+    checkpoint = model_sha256(model_dir)
+    cache = None
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        cache = str(Path(cache_dir) / f"{model}-{checkpoint[:16]}")
     with _quiet():
-        manager = _task_manager(include, tasks, model_args)
-        _check_tasks(tasks, manager, Path(tasks_dir))
+        manager = _task_manager(tasks_dir, bundle, [entry], args)
+        _check_names([entry], manager)
         results = simple_evaluate(
-            model=model,
-            model_args=model_args,
-            tasks=tasks,
-            task_manager=manager,
-            batch_size=batch_size,
-            device=_device(device),
-            limit=limit,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
+            model=model, model_args=args, tasks=[entry], task_manager=manager,
+            num_fewshot=num_fewshot, batch_size=batch_size, device=_device(device), limit=limit,
+            use_cache=cache, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
             fewshot_random_seed=seed,
-            log_samples=True,  # the samples give the number of choices, hence the chance level
+            log_samples=True,  # the samples give the number of choices (the chance level) and the task hashes
         )
-    return {task: _write_task_result(results, task, scoring, Path(out_dir)) for task in results["configs"]}
+    samples = results.pop("samples", {})
+    results["task_hashes"] = task_hashes(samples)
+    section = {
+        "entry": entry, "scoring": scoring, "model": model, "model_sha256": checkpoint,
+        "request": {"num_fewshot": num_fewshot, "limit": limit},
+        "tasks": {task: _row(results, samples, task) for task in reported_tasks(results, entry)},
+    }
+    results["harness"] = section
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    _write_atomic(Path(out_dir) / f"{entry}.json", _to_json(results))
+    return section
 
 
-def check_tasks(tasks: Sequence[str], tasks_dir: Path) -> None:
-    """Preflight, before any training: every task is known and the data it reads is there.
+def reported_tasks(results: dict, entry: str) -> list[str]:
+    """The rows the report shows for an entry: a task or a group itself (a group's score is
+    lm-eval's aggregate over its subtasks), and every member of a tag (a tag has no score)."""
+    if entry in results["results"]:
+        return [entry]
+    groups = set(results.get("groups", {})) | set(results.get("group_subtasks", {}))
+    return sorted(task for task in results["results"] if task not in groups)
 
-    The harness's own tasks need only their data files; a stock lm-eval name costs building
-    lm-eval's task index (seconds).
+
+def _row(results: dict, samples: dict, task: str) -> dict:
+    leaves = _leaves(results, task)
+    config = results["configs"].get(leaves[0], {})
+    return {
+        "metrics": plain_metrics(results["results"][task]),
+        "chance": chance_level([s for leaf in leaves for s in samples.get(leaf, [])], config.get("output_type")),
+        "n": sum(results.get("n-samples", {}).get(leaf, {}).get("effective", 0) for leaf in leaves),
+        "num_fewshot": results.get("n-shot", {}).get(leaves[0]),
+        "higher_is_better": results.get("higher_is_better", {}).get(task, {}),
+    }
+
+
+def _leaves(results: dict, task: str) -> list[str]:
+    """The leaf tasks under `task` (itself when it is one), from lm-eval's group_subtasks."""
+    children = results.get("group_subtasks", {}).get(task)
+    if not children:
+        return [task]
+    return [leaf for child in children for leaf in _leaves(results, child)]
+
+
+def task_hashes(samples: dict[str, list[dict]]) -> dict[str, str]:
+    """One hash per task over its documents, prompts and targets, as lm-eval's EvaluationTracker
+    computes it: two results with equal hashes scored the same requests."""
+    from lm_eval.utils import hash_string
+
+    return {task: hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in rows))
+            for task, rows in samples.items()}
+
+
+def model_sha256(model_dir: Path) -> str:
+    """A hash of the checkpoint's weight files: what the response cache is keyed by."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(model_dir).glob("*.safetensors")) or sorted(Path(model_dir).glob("*.bin")):
+        digest.update(path.name.encode())
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_tasks(tasks: Sequence[str], tasks_dir: Path, bundle: Path | None = None) -> None:
+    """Preflight, before any training: every entry is known and loads, data and all.
+
+    The harness's own tasks need only their data files. Any other entry is built as lm-eval
+    builds it (its dataset is read: from the bundle, a local Hugging Face cache or the hub);
+    one that cannot be loaded is a UserError saying how to evaluate it offline.
     """
     tasks = list(tasks)
-    if tasks and all(task in SHIPPED_TASKS for task in tasks):
-        for task in tasks:
-            _check_task_data(task, Path(tasks_dir))
-        return
+    if not tasks:
+        raise UserError(f"no tasks to evaluate; known: {', '.join(SHIPPED_TASKS)} and lm-eval's own tasks",
+                        where="eval.tasks")
+    shipped = [task for task in tasks if task in SHIPPED_TASKS]
+    for task in shipped:
+        _check_task_data(task, Path(tasks_dir))
+    bundled = set(_bundle_tasks(bundle))
+    others = [task for task in tasks if task not in SHIPPED_TASKS]
+    # At most two task indexes: the bundle's tasks, and lm-eval's stock ones for the rest.
+    for batch in ([t for t in others if t in bundled], [t for t in others if t not in bundled]):
+        if batch:
+            _check_loads(batch, tasks_dir, bundle)
+
+
+def _check_loads(tasks: list[str], tasks_dir: Path, bundle: Path | None) -> None:
     with _quiet():
-        manager = _task_manager(materialize_tasks(tasks_dir), tasks, {})
-    _check_tasks(tasks, manager, Path(tasks_dir))
+        manager = _task_manager(tasks_dir, bundle, tasks, {})
+        _check_names(tasks, manager)
+        for task in tasks:
+            try:
+                manager.load([task])  # builds every task under the name: its dataset is read
+            except Exception as e:  # datasets says ConnectionError, FileNotFoundError, ValueError, ...
+                reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+                raise UserError(f"task '{task}' cannot be loaded ({reason}); "
+                                + BUNDLE_HINT.format(task=task), where="eval.tasks") from None
 
 
 def materialize_tasks(tasks_dir: Path) -> Path:
@@ -132,7 +235,7 @@ def _local_dataset_kwargs(config: dict, tasks_dir: Path) -> dict:
     }
 
 
-def _lm_eval_model(scoring: str) -> str:
+def _lm_eval_model(scoring: str, rolling: bool = False) -> str:
     """The lm-eval model name for a scoring method; registers the harness's own classes."""
     import lm_eval.models  # noqa: F401  registers lm-eval's own models ("hf", ...) lazily
     from lm_eval.api.registry import model_registry
@@ -144,14 +247,14 @@ def _lm_eval_model(scoring: str) -> str:
     for name, target in HARNESS_MODELS.items():
         if name not in model_registry:
             model_registry.register(name, target=target)
-    return SCORING_MODELS[scoring]
+    return (ROLLING_MODELS if rolling else SCORING_MODELS)[scoring]
 
 
-def _model_args(scoring: str, model_dir: Path) -> dict[str, Any]:
+def _model_args(model: str, model_dir: Path) -> dict[str, Any]:
     # An absolute path: HFLM asks the hub for a model's revision, and a bare relative name like
     # "model" would look like a hub repository id.
     args: dict[str, Any] = {"pretrained": str(model_dir.resolve()), "dtype": "float32"}
-    if SCORING_MODELS[scoring] == "hf":
+    if model == "hf":
         # No [BOS]/[CLS] before the text, as in training; an empty context is conditioned on
         # [EOS], the document separator the model saw, whatever the tokenizer calls its BOS.
         args |= {"add_bos_token": False, "prefix_token_id": _eos_token_id(model_dir)}
@@ -171,28 +274,37 @@ def _device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _task_manager(include: Path, tasks: Sequence[str], metadata: dict):
-    """A TaskManager over the shipped tasks, and over lm-eval's stock ones only when asked for:
-    indexing those thousands of YAML files takes seconds."""
+def _bundle_tasks(bundle: Path | None) -> list[str]:
+    if bundle is None:
+        return []
+    from harness.evaluate.bundle import bundle_tasks
+    return bundle_tasks(Path(bundle))
+
+
+def _task_manager(tasks_dir: Path, bundle: Path | None, tasks: Sequence[str], metadata: dict):
+    """A TaskManager over the shipped tasks, and either the bundle's (when it holds every name
+    asked for) or lm-eval's stock ones (indexing those thousands of YAML files takes seconds).
+    Never both: a bundle holding only sst2 would redefine the stock tag `glue` as sst2 alone."""
     from lm_eval.tasks import TaskManager
 
-    stock = any(task not in SHIPPED_TASKS for task in tasks)
+    include = [materialize_tasks(tasks_dir)]
+    others = [task for task in tasks if task not in SHIPPED_TASKS]
+    use_bundle = bool(others) and set(others) <= set(_bundle_tasks(bundle))
+    if use_bundle:
+        from harness.evaluate.bundle import bundle_include
+        include.append(bundle_include(Path(bundle)))
+    stock = bool(others) and not use_bundle
     # model_args as metadata, as simple_evaluate does when it builds the manager itself.
-    return TaskManager(include_path=str(include), include_defaults=stock, metadata=dict(metadata))
+    return TaskManager(include_path=[str(p) for p in include], include_defaults=stock, metadata=dict(metadata))
 
 
-def _check_tasks(tasks: Sequence[str], manager, tasks_dir: Path) -> None:
-    """Unknown names, and shipped tasks whose data is missing, are user errors."""
-    if not tasks:
-        raise UserError(f"no tasks to evaluate; known: {', '.join(SHIPPED_TASKS)} and lm-eval's own tasks")
+def _check_names(tasks: Sequence[str], manager) -> None:
     for task in tasks:
         if task not in manager.all_tasks:
             raise UserError(
                 f"unknown task '{task}'{did_you_mean(task, manager.all_tasks)}; known: "
-                f"{', '.join(SHIPPED_TASKS)} and lm-eval's own tasks (`lm-eval ls tasks`)"
-            )
-        if task in SHIPPED_TASKS:
-            _check_task_data(task, tasks_dir)
+                f"{', '.join(SHIPPED_TASKS)} and lm-eval's own tasks (`lm-eval ls tasks`)",
+                where="eval.tasks")
 
 
 def _check_task_data(task: str, tasks_dir: Path) -> None:
@@ -200,26 +312,6 @@ def _check_task_data(task: str, tasks_dir: Path) -> None:
     for name in config["dataset_kwargs"]["data_files"].values():
         if not (path := tasks_dir / task / name).is_file():
             raise UserError(f"{path}: data for task '{task}' is missing (the data step writes it)")
-
-
-def _write_task_result(results: dict, task: str, scoring: str, out_dir: Path) -> dict:
-    """Write `out_dir/<task>.json` (lm-eval's results file cut to this task, plus the scoring
-    method, chance level and plain metric names); return the summary entry."""
-    config = results["configs"][task]
-    metrics = plain_metrics(results["results"][task])
-    chance = chance_level(results.get("samples", {}).get(task, []), config.get("output_type"))
-    per_task = ("results", "n-samples", "versions", "n-shot", "higher_is_better", "configs")
-    record = {
-        "task": task,
-        "scoring": scoring,
-        "chance": chance,
-        "metrics": metrics,
-        **{key: {task: results[key][task]} for key in per_task if task in results.get(key, {})},
-        "config": results["config"],
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / f"{task}.json", _to_json(record))
-    return {**metrics, "scoring": scoring, "chance": chance}
 
 
 def plain_metrics(task_results: dict) -> dict[str, float | None]:
