@@ -103,3 +103,16 @@ def test_default_aggregate_needs_every_task_evaluated():
     evaluated = list(synthetic.TASKS) + ["piqa"]
     assert default_aggregate(evaluated).key == "synthetic-core-v1"
     assert default_aggregate([t for t in evaluated if t != "synthetic_rte"]) is None
+
+
+def test_core_v1_names_stock_tasks_and_metrics_they_report():
+    """Every task of the stock aggregate is in lm-eval's registry and declares the metric used
+    (a group through its aggregate_metric_list)."""
+    from lm_eval.tasks import TaskManager
+
+    index = TaskManager().task_index
+    for task, metric in AGGREGATES["core-v1"].tasks.items():
+        assert task in index, task
+        cfg = index[task].cfg or {}
+        declared = cfg.get("metric_list") or cfg.get("aggregate_metric_list") or []
+        assert metric in {m["metric"] for m in declared}, (task, metric, declared)
