@@ -7,6 +7,7 @@ evaluation tasks.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from harness.data import BASE_SPECIAL_TOKENS, PreparedData, prepare
 from harness.plan import RunPlan, plan_suite
 from harness.progress import Progress
 from harness.evaluate import HELDOUT_TASK
-from harness.results import RunDir, read_json, write_json, write_yaml
+from harness.results import RunDir, read_json, read_yaml, write_json, write_yaml
 from harness.suite import Suite
 from objectives import registry
 
@@ -138,6 +139,7 @@ def _pending(plans: list[RunPlan], progress: Progress) -> list[tuple[RunPlan, bo
     work, counts = [], {"done": 0, "evaluate": 0, "partial": 0, "new": 0}
     for plan in plans:
         run = RunDir(Path(plan.run_dir))
+        _record_settings(run, plan)
         state = run.state
         trained = state in ("done", "trained")
         units = pending_units(plan) if trained else units_of(plan)
@@ -149,13 +151,21 @@ def _pending(plans: list[RunPlan], progress: Progress) -> list[tuple[RunPlan, bo
         counts["evaluate" if trained else state] += 1
         if state == "partial":
             run.check_checkpoint(plan.resources["workers_per_run"], plan.train["zero_stage"])
-        write_yaml(run.run_yaml, plan.to_dict())  # the settings this work uses
         if trained:
             run.done.unlink(missing_ok=True)
         work.append((plan, not trained, units))
     progress.event(f"{len(plans)} runs: {counts['done']} done, {counts['evaluate']} to evaluate, "
                    f"{counts['partial']} to resume, {counts['new']} to train")
     return work
+
+
+def _record_settings(run: RunDir, plan: RunPlan) -> None:
+    """run.yaml holds the settings the run was last asked for (evaluation settings may change
+    between invocations; the report reads the declared aggregate from it). Rewritten only when
+    they differ, so a re-run with nothing to do touches no file."""
+    settings = json.loads(json.dumps(plan.to_dict()))  # as YAML reads it back: tuples are lists
+    if not run.run_yaml.exists() or read_yaml(run.run_yaml) != settings:
+        write_yaml(run.run_yaml, settings)
 
 
 def _mark_done(plan: RunPlan) -> None:
