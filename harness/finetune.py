@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from harness.errors import UserError, did_you_mean
+from harness.models import pad_right
 from harness.results import write_json
 
 GLUE_PATH = "nyu-mll/glue"
@@ -206,23 +207,6 @@ def encode_rows(tokenizer, task: FinetuneTask, rows: Sequence[dict], max_length:
     if len(columns) == 1:
         return [ids[:max_length] for ids in columns[0]]
     return [join_pair(a, b, tokenizer.eos_token_id, max_length) for a, b in zip(*columns)]
-
-
-def pad_right(sequences: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask), both (B, longest), padding after each sequence.
-
-    >>> pad_right([[5, 6, 7], [8]], pad_id=0)
-    (tensor([[5, 6, 7],
-            [8, 0, 0]]), tensor([[1, 1, 1],
-            [1, 0, 0]]))
-    """
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for row, tokens in enumerate(sequences):
-        input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        attention_mask[row, : len(tokens)] = 1
-    return input_ids, attention_mask
 
 
 # ---------------------------------------------------------------- the classifier

@@ -8,6 +8,8 @@ Nothing is downloaded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import (ModernBertConfig, ModernBertDecoderConfig,
@@ -91,3 +93,21 @@ def _shared_config(size: ModelSize, vocab_size: int, special: dict[str, int], ma
 def parameter_count(model: torch.nn.Module) -> int:
     """Distinct parameters (tied weights counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both (B, longest), padding after each sequence: the batches
+    of fine-tuning and of the lm-eval adapters.
+
+    >>> pad_right([[5, 6, 7], [8]], pad_id=0)
+    (tensor([[5, 6, 7],
+            [8, 0, 0]]), tensor([[1, 1, 1],
+            [1, 0, 0]]))
+    """
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, tokens in enumerate(sequences):
+        input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        attention_mask[row, : len(tokens)] = 1
+    return input_ids, attention_mask

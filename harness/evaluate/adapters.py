@@ -40,6 +40,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import resolve_max_length
 
 from harness.errors import UserError
+from harness.models import pad_right
 
 
 def left_truncate(context: list[int], continuation: list[int], max_length: int) -> tuple[list[int], int]:
@@ -145,16 +146,21 @@ class HarnessLM(TemplateLM):
             raise ValueError(f"the tokenizer has no {what} {token!r}")
         return token_id
 
-    def score_in_batches(self, requests, rows: list) -> list[tuple[float, bool]]:
-        """`self._score_batch` over `rows` (one per request, its first item the tokens that set
-        its length), longest first so that each batch pads little; results in request order,
-        and in lm-eval's cache."""
+    def batched(self, rows: list) -> list[tuple[float, bool]]:
+        """`self._score_batch` over `rows` (each row's first item the tokens that set its length),
+        `batch_size` rows at a time, longest first so that each batch pads little; results in
+        the order of `rows`."""
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
         results: list[tuple[float, bool]] = [(0.0, True)] * len(rows)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             for i, result in zip(batch, self._score_batch([rows[i] for i in batch])):
                 results[i] = result
+        return results
+
+    def score_in_batches(self, requests, rows: list) -> list[tuple[float, bool]]:
+        """`batched` scores of `rows`, one per request, also written to lm-eval's cache."""
+        results = self.batched(rows)
         for (key, _, _), result in zip(requests, results):
             if key is not None:  # a rolling window has no key: its text's total is cached instead
                 self.cache_hook.add_partial("loglikelihood", key, result)
@@ -254,10 +260,7 @@ class CausalLM(HarnessLM):
     def _score_batch(self, rows: list[tuple[list[int], int]]) -> list[tuple[float, bool]]:
         """One forward over every row's tokens but the last, right-padded as HFLM pads (the mask is
         causal, so no scored position reads the padding)."""
-        width = max(len(tokens) for tokens, _ in rows) - 1
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        for r, (tokens, _) in enumerate(rows):
-            input_ids[r, : len(tokens) - 1] = torch.tensor(tokens[:-1])
+        input_ids, _ = pad_right([tokens[:-1] for tokens, _ in rows], self.pad_token_id)
         logprobs = self.model(input_ids=input_ids.to(self.device)).logits.float().log_softmax(-1).cpu()
         return [next_token_score(logprobs[r], tokens, len(tokens) - n) for r, (tokens, n) in enumerate(rows)]
 
@@ -285,7 +288,7 @@ class PseudoLogLikelihoodLM(HarnessLM):
         # One masked copy per scored token, as (request index, tokens, position of the mask).
         copies = [(r, tokens, p) for r, (tokens, n) in enumerate(windows) for p in range(len(tokens) - n, len(tokens))]
         totals, greedy = [0.0] * len(requests), [True] * len(requests)
-        for (r, _, _), (logprob, is_greedy) in zip(copies, self._score_copies([c[1:] for c in copies])):
+        for (r, _, _), (logprob, is_greedy) in zip(copies, self.batched([c[1:] for c in copies])):
             totals[r] += logprob
             greedy[r] = greedy[r] and is_greedy
         results = list(zip(totals, greedy))
@@ -293,26 +296,11 @@ class PseudoLogLikelihoodLM(HarnessLM):
             self.cache_hook.add_partial("loglikelihood", key, result)
         return results
 
-    def _score_copies(self, rows: list[tuple[list[int], int]]) -> list[tuple[float, bool]]:
-        """(log P(original), argmax == original) for each (tokens, masked position), batched."""
-        # Longest first, so each batch holds copies of similar length and pads little.
-        order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
-        scored: list[tuple[float, bool]] = [(0.0, True)] * len(rows)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
-            for i, result in zip(batch, self._score_batch([rows[i] for i in batch])):
-                scored[i] = result
-        return scored
-
     @torch.no_grad()
     def _score_batch(self, rows: list[tuple[list[int], int]]) -> list[tuple[float, bool]]:
         """One encoder forward over masked copies of (tokens, position), right-padded."""
-        width = max(len(tokens) for tokens, _ in rows)
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for r, (tokens, position) in enumerate(rows):
-            input_ids[r, : len(tokens)] = torch.tensor(masked_copy(tokens, position, self.tokenizer.mask_token_id))
-            attention_mask[r, : len(tokens)] = 1
+        input_ids, attention_mask = pad_right(
+            [masked_copy(tokens, position, self.tokenizer.mask_token_id) for tokens, position in rows], self.pad_token_id)
         inputs = {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
         logits = self.model(**inputs).logits
         index = torch.arange(len(rows), device=self.device)

@@ -22,6 +22,7 @@ import transformers
 from lm_eval.api.registry import register_model
 
 from harness.evaluate.adapters import HarnessLM, left_truncate
+from harness.models import pad_right
 
 
 @register_model("harness-electra")
@@ -49,12 +50,7 @@ class DiscriminatorLM(HarnessLM):
     @torch.no_grad()
     def _score_batch(self, windows: list[tuple[list[int], int]]) -> list[tuple[float, bool]]:
         """(sum of log P(original), all judged original) over the last n tokens of each window."""
-        width = max(len(tokens) for tokens, _ in windows)
-        input_ids = torch.full((len(windows), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for r, (tokens, _) in enumerate(windows):
-            input_ids[r, : len(tokens)] = torch.tensor(tokens)
-            attention_mask[r, : len(tokens)] = 1
+        input_ids, attention_mask = pad_right([tokens for tokens, _ in windows], self.pad_token_id)
         logits = self.model(input_ids=input_ids.to(self.device),
                             attention_mask=attention_mask.to(self.device)).logits[..., 0].float()
         scored = []

@@ -26,6 +26,7 @@ import transformers
 from lm_eval.api.registry import register_model
 
 from harness.evaluate.adapters import HarnessLM, left_truncate, next_token_score, sliding_windows
+from harness.models import pad_right
 from objectives.prefix_lm import prefix_lm_logits
 
 
@@ -77,10 +78,7 @@ class PrefixLM(HarnessLM):
         Padding follows every row's text, where the prefix mask is causal: no scored position
         attends to it.
         """
-        width = max(len(tokens) for tokens, _ in rows)
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        for r, (tokens, _) in enumerate(rows):
-            input_ids[r, : len(tokens)] = torch.tensor(tokens)
+        input_ids, _ = pad_right([tokens for tokens, _ in rows], self.pad_token_id)
         prefix_lengths = torch.tensor([prefix for _, prefix in rows])
         logprobs = prefix_lm_logits(self.model, input_ids.to(self.device), prefix_lengths.to(self.device))
         logprobs = logprobs.float().log_softmax(-1).cpu()

@@ -28,6 +28,7 @@ from lm_eval.api.registry import register_model
 
 import harness.encdec  # noqa: F401  registers the family with transformers' Auto classes
 from harness.evaluate.adapters import HarnessLM, sliding_windows
+from harness.models import pad_right
 
 
 def seq2seq_rows(context: list[int], continuation: list[int], *, sentinel: int, eos: int, start: int,
@@ -78,9 +79,9 @@ class EncoderDecoderLM(HarnessLM):
     def _score_batch(self, rows) -> list[tuple[float, bool]]:
         """(sum of log P(continuation token), all of them greedy) for each row, in one forward."""
         pad = self.model.config.pad_token_id
-        encoder, encoder_mask = _right_pad([r[0] for r in rows], pad)
-        decoder, _ = _right_pad([r[1] for r in rows], pad)
-        targets, scored = _right_pad([r[2] for r in rows], pad)
+        encoder, encoder_mask = pad_right([r[0] for r in rows], pad)
+        decoder, _ = pad_right([r[1] for r in rows], pad)
+        targets, scored = pad_right([r[2] for r in rows], pad)
         scored[:, 0] = 0  # the sentinel is given, not scored
         logprobs = self.model(input_ids=encoder.to(self.device), attention_mask=encoder_mask.to(self.device),
                               decoder_input_ids=decoder.to(self.device)).logits.float().log_softmax(-1)
@@ -88,12 +89,3 @@ class EncoderDecoderLM(HarnessLM):
         picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).masked_fill(~scored, 0.0)
         greedy = ((logprobs.argmax(-1) == targets) | ~scored).all(-1)
         return list(zip(picked.sum(-1).tolist(), greedy.tolist()))
-
-
-def _right_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, longest) ids right-padded with `pad`, and a mask that is 1 on real tokens."""
-    ids = torch.full((len(rows), max(map(len, rows))), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
-    return ids, mask
