@@ -180,18 +180,22 @@ def _cmd_eval(args) -> int:
             ev[key] = str(args.bundle.resolve()) if key == "bundle" else getattr(args, key)
     bundle = Path(ev["bundle"]) if ev["bundle"] else None
     preflight_eval(tasks, args.finetune, Path(plan.data["tasks_dir"]), bundle)
-    plan = RunPlan.from_dict({**plan.to_dict(), "eval": ev})
+    # The directory given is the one evaluated and written, wherever the run was trained: a
+    # copied run must never write into its original.
+    plan = RunPlan.from_dict({**plan.to_dict(), "eval": ev, "run_dir": str(run.root.resolve())})
     units = [("eval", task) for task in tasks] + [("finetune", task) for task in args.finetune]
-    for i, (kind, name) in enumerate(units, 1):
-        print(f"[{i}/{len(units)}] {kind} {name} ...", flush=True)
-        result = run_unit(plan.to_dict(), kind, name)
-        print(f"    {_result_line(kind, result)}", flush=True)
+    from harness.lock import SuiteLock
     from harness.report import write_report
-    try:
-        _, md_path = write_report(run.root.parent, f"Suite {plan.suite}")
-        print(f"report: {md_path}")
-    except FileNotFoundError:
-        pass
+    with SuiteLock(run.root.resolve().parent, "harness eval"):
+        for i, (kind, name) in enumerate(units, 1):
+            print(f"[{i}/{len(units)}] {kind} {name} ...", flush=True)
+            result = run_unit(plan.to_dict(), kind, name)
+            print(f"    {_result_line(kind, result)}", flush=True)
+        try:
+            _, md_path = write_report(run.root.parent, f"Suite {plan.suite}")
+            print(f"report: {md_path}")
+        except FileNotFoundError:
+            pass
     return 0
 
 

@@ -16,7 +16,8 @@ from harness.data import BASE_SPECIAL_TOKENS, PreparedData, prepare
 from harness.plan import RunPlan, plan_suite
 from harness.progress import Progress
 from harness.evaluate import HELDOUT_TASK
-from harness.results import RunDir, read_json, read_yaml, write_json, write_yaml
+from harness.lock import SuiteLock
+from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml, write_json, write_yaml
 from harness.suite import Suite
 from objectives import registry
 
@@ -47,26 +48,51 @@ def run_suite(suite: Suite, results_root: Path, address: str | None = None,
               progress: Progress | None = None) -> int:
     """Train and evaluate every unfinished run, then write the report; 0 when all succeeded."""
     progress = progress or Progress()
-    progress.event(f"suite {suite.name} (profile {suite.profile}): preparing data")
-    data, plans = prepare_and_plan(suite, results_root)
-    progress.event(f"data ready: {data.n_train_tokens:,} training tokens, vocabulary {data.vocab_size}")
-    work = _pending(plans, progress)
-    outcome = None
-    if work:
-        from harness import schedule  # ray is imported only when there is work for it
-        schedule.connect(address, use_gpu=suite.resources.use_gpu)
-        try:
-            outcome = schedule.execute(work, run_unit, _mark_done, progress)
-        finally:
-            schedule.shutdown()
     suite_dir = results_root / suite.name
-    csv_path, md_path = report.write_report(suite_dir, f"Suite {suite.name}", suite.description)
+    with SuiteLock(suite_dir, "harness run", notice=progress.event):
+        progress.event(f"suite {suite.name} (profile {suite.profile}): preparing data")
+        data, plans = prepare_and_plan(suite, results_root)
+        progress.event(f"data ready: {data.n_train_tokens:,} training tokens, vocabulary {data.vocab_size}")
+        record_suite(suite_dir, suite, plans)
+        _note_superseded(suite_dir, plans, progress)
+        work = _pending(plans, progress)
+        outcome = None
+        if work:
+            from harness import schedule  # ray is imported only when there is work for it
+            schedule.connect(address, use_gpu=suite.resources.use_gpu)
+            try:
+                outcome = schedule.execute(work, run_unit, _mark_done, progress)
+            finally:
+                schedule.shutdown()
+        csv_path, md_path = report.write_report(suite_dir, f"Suite {suite.name}", suite.description)
     progress.event(f"report: {md_path} (table: {csv_path})")
     if outcome and outcome.failed:
         for what, why in outcome.failed.items():
             progress.event(f"FAILED {what}: {why}")
         return 1
     return 0
+
+
+def record_suite(suite_dir: Path, suite: Suite, plans: list[RunPlan]) -> None:
+    """suite.json: the suite's name, profile, description and the runs it plans now. The report
+    shows these runs only, so runs trained for older data or settings are kept but not mixed in.
+    Rewritten only when it changes, so a re-run with nothing to do touches no file."""
+    record = {"name": suite.name, "profile": suite.profile, "description": suite.description,
+              "runs": [plan.run_id for plan in plans]}
+    path = suite_dir / SUITE_RECORD
+    if not path.exists() or read_json(path) != record:
+        write_json(path, record)
+
+
+def _note_superseded(suite_dir: Path, plans: list[RunPlan], progress: Progress) -> None:
+    """Say once, in one line, that finished runs of this suite no longer match what it asks for."""
+    planned = {plan.run_id for plan in plans}
+    old = sorted(path.parent.name for path in suite_dir.glob("*/train.json") if path.parent.name not in planned)
+    if old:
+        progress.event(
+            f"notice: {len(old)} finished run{'s' * (len(old) > 1)} in {suite_dir} {'were' if len(old) > 1 else 'was'} "
+            f"trained for other data or settings than the suite now asks for (a changed tokenizer or "
+            f"special tokens, budget or training settings); kept, but not in the report: {', '.join(old)}")
 
 
 # --- units of evaluation ---------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Expand a suite into runs (objective x size x seed) and fix each run's compute.
 
 A run's id is derived from everything that changes its training: objective and its config,
-model size, seed, data, budget, training settings and the number of workers. Evaluation
+model size, seed, data settings, the tokenizer's content and special tokens (adding an objective
+to a suite can add special tokens, which changes the vocabulary every run sees), budget,
+training settings and the number of workers. Evaluation
 settings are not part of it, so changing the evaluation never retrains a model.
 """
 
@@ -66,15 +68,21 @@ class RunPlan:
         return self.steps * self.tokens_per_step
 
 
-def run_id(suite: Suite, objective, size: str, seed: int) -> str:
+def run_id(suite: Suite, objective, size: str, seed: int, data: PreparedData) -> str:
     identity = {
         "objective": objective.name, "objective_config": objective.config, "size": size,
         "model": SIZES[size].model_dump(), "seed": seed, "data": suite.data.model_dump(),
+        "tokenizer": tokenizer_sha256(data.tokenizer_dir), "special_tokens": data.special_tokens,
         "budget": suite.budget.model_dump(), "train": suite.train.model_dump(),
         "workers": suite.resources.workers_per_run,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     return f"{objective.name}-{size}-s{seed}-{digest}"
+
+
+def tokenizer_sha256(tokenizer_dir: Path) -> str:
+    """The tokenizer's content (vocabulary, merges, special tokens), as the model sees it."""
+    return hashlib.sha256((Path(tokenizer_dir) / "tokenizer.json").read_bytes()).hexdigest()
 
 
 def plan_suite(suite: Suite, data: PreparedData, results_dir: Path) -> list[RunPlan]:
@@ -84,7 +92,7 @@ def plan_suite(suite: Suite, data: PreparedData, results_dir: Path) -> list[RunP
         for size in suite.sizes:
             ledger = _ledger(suite, data, entry, size)
             for seed in suite.seeds:
-                rid = run_id(suite, entry, size, seed)
+                rid = run_id(suite, entry, size, seed, data)
                 plans.append(RunPlan(
                     run_id=rid, suite=suite.name, objective=entry.name, label=entry.display,
                     objective_config=dict(entry.config), size=size, seed=seed,

@@ -8,6 +8,8 @@
     <results>/<suite>/<run_id>/eval/<entry>.json     lm-eval's results for one task, group or tag
     <results>/<suite>/<run_id>/finetune/<task>.json  the fine-tuning track, one classification task
     <results>/<suite>/<run_id>/DONE            written when nothing is left to do
+    <results>/<suite>/suite.json               the suite's name, profile, description and current runs
+    <results>/<suite>/.lock                    held by the one command writing here
     <results>/<suite>/summary.csv, report.md
 """
 
@@ -24,6 +26,9 @@ from typing import Any
 import yaml
 
 from harness.errors import UserError
+
+
+SUITE_RECORD = "suite.json"
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,11 +46,20 @@ def _harness(*args: str, cwd: Path = REPO, rc: int = 0, env: dict | None = None)
     return done
 
 
-@pytest.mark.e2e
-def test_tiny_suite_end_to_end_then_rerun_retrains_nothing(tmp_path):
-    suite_path, results = tmp_path / "tiny_e2e.yaml", tmp_path / "results"
+@pytest.fixture(scope="session")
+def trained_suite(tmp_path_factory):
+    """The tiny suite, trained and evaluated once for every test of this module:
+    (suite file, results root, stdout of the first `harness run`)."""
+    root = tmp_path_factory.mktemp("e2e")
+    suite_path, results = root / "tiny_e2e.yaml", root / "results"
     suite_path.write_text(yaml.safe_dump(SUITE))
     first = _harness("run", str(suite_path), "--results", str(results))
+    return suite_path, results, first
+
+
+@pytest.mark.e2e
+def test_tiny_suite_end_to_end_then_rerun_retrains_nothing(trained_suite, tmp_path):
+    suite_path, results, first = trained_suite
     suite_dir = results / "tiny_e2e"
 
     summary = pd.read_csv(suite_dir / "summary.csv")
@@ -112,3 +122,20 @@ def test_tiny_suite_end_to_end_then_rerun_retrains_nothing(tmp_path):
     assert result["n-samples"]["hellaswag"]["effective"] == len(rows["hellaswag"]["validation"])
     assert result["configs"]["hellaswag"]["dataset_path"] == "parquet"
     assert "hellaswag" in (suite_dir / "report.md").read_text()
+
+
+@pytest.mark.e2e
+def test_eval_writes_only_into_the_run_directory_it_is_given(trained_suite, tmp_path):
+    """A copied run is evaluated in the copy; its original is never touched."""
+    _, results, _ = trained_suite
+    original = next(p for p in (results / "tiny_e2e").iterdir() if p.name.startswith("clm-"))
+    copy = tmp_path / "copied" / "tiny_e2e" / original.name
+    shutil.copytree(original, copy)
+    before = {p: p.read_bytes() for p in original.rglob("*") if p.is_file()}
+    _harness("eval", str(copy), "--tasks", "synthetic_glue", "--limit", "5",
+             "--finetune", "synthetic_cola")
+    assert {p: p.read_bytes() for p in original.rglob("*") if p.is_file()} == before
+    assert not (original / "finetune" / "synthetic_cola.json").exists()
+    result = json.loads((copy / "eval" / "synthetic_glue.json").read_text())
+    assert result["n-samples"]["synthetic_glue"]["effective"] == 5
+    assert (copy / "finetune" / "synthetic_cola.json").exists()
