@@ -8,6 +8,9 @@ TORCH_VERSION ?= 2.13.0
 # Where the CPU build of torch comes from when the registry's default (CUDA) build is not wanted.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
+# DeepSpeed JIT-builds its C++ ops into this cache: one per environment, so that two
+# environments never rebuild or lock each other's op.
+export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 
 .PHONY: run test venv clean
 
