@@ -87,10 +87,12 @@ def evaluate_entry(
     Returns the file's `harness` section: {"entry", "scoring", "model_sha256", "request",
     "tasks": {task: {"metrics", "chance", "n", "num_fewshot", "higher_is_better"}}}.
     `cache_dir` keeps lm-eval's response cache there, in a file named by the checkpoint's hash,
-    so that one model's answers are never served to another. `device` None means CUDA when
-    available, else CPU.
+    so that one model's answers are never served to another; it holds JSON, not lm-eval's
+    pickles (harness.evaluate.cache). `device` None means CUDA when available, else CPU.
     """
     from lm_eval import simple_evaluate
+
+    from harness.evaluate.cache import json_response_cache
 
     rolling = entry == HELDOUT_TASK
     model = _lm_eval_model(scoring, rolling=rolling)
@@ -100,8 +102,9 @@ def evaluate_entry(
     cache = None
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        cache = str(Path(cache_dir) / f"{model}-{checkpoint[:16]}")
-    with _quiet():
+        # "-json": the pickled caches earlier versions left (<model>-<hash>_rank0.db) are never opened.
+        cache = str(Path(cache_dir) / f"{model}-{checkpoint[:16]}-json")
+    with _quiet(), json_response_cache():
         manager = _task_manager(tasks_dir, bundle, [entry], args)
         _check_names([entry], manager)
         results = simple_evaluate(
