@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from harness.errors import UserError, did_you_mean
+from harness.evaluate import safetensors_weights
 from harness.models import pad_right
 from harness.results import write_json
 
@@ -265,6 +266,7 @@ def build_classifier(model_dir: Path, architecture: str, num_labels: int) -> Seq
 def _load_backbone(model_dir: Path, architecture: str) -> nn.Module:
     import transformers
 
+    safetensors_weights(model_dir)  # nothing pickled is loaded
     with _quiet_loading():
         if architecture != "encoder-decoder":
             # The base model inside the saved head class: ModernBertModel or ModernBertDecoderModel.
@@ -356,6 +358,7 @@ def finetune_model(model_dir: Path, architecture: str, task: str, cfg: FinetuneC
     import transformers
 
     spec = task_named(task)
+    safetensors_weights(model_dir)  # refused before any work, not after the data is read
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     length = cfg.max_length or max_length
     train, test = (load_rows(spec, split, tasks_dir, bundle_dir) for split in (spec.train_split, spec.eval_split))

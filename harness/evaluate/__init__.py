@@ -58,6 +58,8 @@ HARNESS_MODELS = {
     "harness-electra": "harness.evaluate.electra:DiscriminatorLM",
 }
 
+# Weight files that torch unpickles: never loaded from a model folder (safetensors_weights).
+PICKLED_WEIGHTS = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 TEMPLATES = Path(__file__).parent / "tasks"
 SHIPPED_TASKS = tuple(sorted(path.stem for path in TEMPLATES.glob("*.yaml")))
 HELDOUT_TASK = "harness_heldout"  # the validation documents, scored for bits per byte
@@ -87,21 +89,25 @@ def evaluate_entry(
     Returns the file's `harness` section: {"entry", "scoring", "model_sha256", "request",
     "tasks": {task: {"metrics", "chance", "n", "num_fewshot", "higher_is_better"}}}.
     `cache_dir` keeps lm-eval's response cache there, in a file named by the checkpoint's hash,
-    so that one model's answers are never served to another. `device` None means CUDA when
-    available, else CPU.
+    so that one model's answers are never served to another; it holds JSON, not lm-eval's
+    pickles (harness.evaluate.cache). Only safetensors weights are loaded (`safetensors_weights`).
+    `device` None means CUDA when available, else CPU.
     """
     from lm_eval import simple_evaluate
 
+    from harness.evaluate.cache import json_response_cache
+
+    model_dir = Path(model_dir)
+    checkpoint = model_sha256(model_dir)  # first: it refuses weights that are not safetensors
     rolling = entry == HELDOUT_TASK
     model = _lm_eval_model(scoring, rolling=rolling)
-    model_dir = Path(model_dir)
     args = _model_args(model, model_dir) | dict(model_args or {})
-    checkpoint = model_sha256(model_dir)
     cache = None
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        cache = str(Path(cache_dir) / f"{model}-{checkpoint[:16]}")
-    with _quiet():
+        # "-json": the pickled caches earlier versions left (<model>-<hash>_rank0.db) are never opened.
+        cache = str(Path(cache_dir) / f"{model}-{checkpoint[:16]}-json")
+    with _quiet(), json_response_cache():
         manager = _task_manager(tasks_dir, bundle, [entry], args)
         _check_names([entry], manager)
         results = simple_evaluate(
@@ -163,14 +169,34 @@ def task_hashes(samples: dict[str, list[dict]]) -> dict[str, str]:
 
 
 def model_sha256(model_dir: Path) -> str:
-    """A hash of the checkpoint's weight files: what the response cache is keyed by."""
+    """A hash of the checkpoint's weight files (`safetensors_weights`): what the response cache
+    is keyed by."""
     digest = hashlib.sha256()
-    for path in sorted(Path(model_dir).glob("*.safetensors")) or sorted(Path(model_dir).glob("*.bin")):
+    for path in safetensors_weights(model_dir):
         digest.update(path.name.encode())
         with path.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def safetensors_weights(model_dir: Path) -> list[Path]:
+    """The `*.safetensors` weight files of a model folder, sorted: the only weights the harness
+    loads (it saves nothing else). Checked before anything reads the folder; a weights file in a
+    pickle-based format there (`PICKLED_WEIGHTS`: pytorch_model.bin, *.pt, ...) is a UserError
+    naming it, with safetensors beside it or not, since unpickling runs what the file says."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise UserError("no such model folder", where=str(model_dir))
+    for path in sorted(model_dir.iterdir()):
+        if path.suffix.lower() in PICKLED_WEIGHTS:
+            raise UserError(f"a weights file in a pickle-based format ({path.suffix}): only safetensors weights "
+                            "(*.safetensors, as the harness saves them) are loaded, never a pickle; remove the "
+                            "file or convert it to safetensors", where=str(path))
+    if not (weights := sorted(model_dir.glob("*.safetensors"))):
+        raise UserError("no model weights: expected *.safetensors files (only safetensors is loaded)",
+                        where=str(model_dir))
+    return weights
 
 
 def check_tasks(tasks: Sequence[str], tasks_dir: Path, bundle: Path | None = None) -> None:

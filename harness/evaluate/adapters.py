@@ -1,10 +1,10 @@
 """lm-eval model classes for the architectures the harness trains: what they share, and the
 causal-decoder and masked-LM ones.
 
-`HarnessLM` is the shared base: it loads a model saved with `save_pretrained` and its tokenizer,
-tokenizes text as the training text was, batches (context, continuation) scoring, and turns that
-scoring into a rolling log-likelihood of a whole text, which lm-eval's perplexity tasks
-(bits per byte) ask for. A text longer than the context is scored in sliding windows
+`HarnessLM` is the shared base: it loads a model saved with `save_pretrained` (safetensors
+weights only: a folder holding pickled ones is refused) and its tokenizer, tokenizes text as the
+training text was, batches (context, continuation) scoring, and turns that scoring into a
+rolling log-likelihood of a whole text, which lm-eval's perplexity tasks (bits per byte) ask for. A text longer than the context is scored in sliding windows
 (`sliding_windows`): each token is scored exactly once, after as much of the text before it as
 the window holds. With 10 tokens, a window of 6 and a stride of 3:
 
@@ -40,6 +40,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import resolve_max_length
 
 from harness.errors import UserError
+from harness.evaluate import safetensors_weights
 from harness.models import pad_right
 
 
@@ -125,6 +126,7 @@ class HarnessLM(TemplateLM):
                  dtype: str = "float32", max_length: int | None = None,
                  rolling_stride: int | None = None) -> None:
         super().__init__()
+        safetensors_weights(pretrained)  # before anything reads the folder: no pickled weights
         self._device = _resolve_device(device)
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(pretrained)
         self.model = self.load(pretrained, getattr(torch, dtype))
