@@ -88,13 +88,14 @@ class RunDir:
 
     @property
     def state(self) -> str:
-        """'done', 'trained' (evaluation pending), 'partial' (resumable) or 'new'."""
+        """'done', 'trained' (evaluation pending), 'partial' (a checkpoint save started: the run
+        resumes, or the preflight says why it cannot) or 'new'."""
         if self.done.exists():
             return "done"
         if self.train_json.exists():
             return "trained"
         from harness.checkpoint import saved_any
-        if saved_any(self.checkpoints):  # resumed from a complete checkpoint, or refused: never restarted
+        if saved_any(self.checkpoints):  # even with no `latest`: a partial run never restarts silently
             return "partial"
         return "new"
 

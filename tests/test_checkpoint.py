@@ -224,3 +224,47 @@ def test_a_planted_pickle_is_refused_and_never_runs(runs, tmp_path, manifest):
     child = _in_child(plan, tmp_path)
     assert child.exitcode == 2 and str(planted) in child.error and not child.steps
     assert not marker.exists()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_and_resume(plan_dicts: list[dict], out: str) -> None:
+    """Child process: for each plan, stop as step 6 begins (a checkpoint was saved at step 5),
+    check the run as the preflight does, then resume it; note the first step each resume runs."""
+    import harness.train as train
+    step_fn, stopping, first = train._train_step, [True], {}
+
+    def watched(engine, objective, sampler, plan, step, rank):
+        if stopping[0] and step == 6:
+            raise _Stop
+        first.setdefault(plan.train["zero_stage"], (step, type(engine.optimizer).__name__))
+        return step_fn(engine, objective, sampler, plan, step, rank)
+    train._train_step = watched
+    for plan in plan_dicts:
+        stopping[0] = True
+        with pytest.raises(_Stop):
+            train.train_worker(plan)
+        first.pop(plan["train"]["zero_stage"])
+        run = RunDir(Path(plan["run_dir"]))
+        assert checkpoint.problem(run.checkpoints / "step5") is None  # sealed by its manifest
+        run.check_checkpoint(1, plan["train"]["zero_stage"])
+        stopping[0] = False
+        train.train_worker(plan)
+    Path(out).write_text(json.dumps(first))
+
+
+def test_every_zero_stage_resumes_through_the_weights_only_loader(runs, tmp_path):
+    """The allow-list covers what DeepSpeed stores under ZeRO 0 to 3 (stage 2 is tested above)."""
+    def at(stage):
+        plan = replace(runs.crashed, run_dir=str(tmp_path / f"zero{stage}"), steps=8)
+        return {**plan.to_dict(), "train": {**plan.train, "zero_stage": stage}}
+    out = tmp_path / "first_steps.json"
+    proc = mp.get_context("spawn").Process(target=_stop_and_resume, args=([at(s) for s in (0, 1, 3)], str(out)))
+    proc.start()
+    proc.join(timeout=300)
+    assert proc.exitcode == 0
+    first = json.loads(out.read_text())
+    assert {stage: step for stage, (step, _) in first.items()} == {"0": 5, "1": 5, "3": 5}
+    assert first["3"][1] == "DeepSpeedZeroOptimizer_Stage3"
