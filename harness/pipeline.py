@@ -176,7 +176,8 @@ def _pending(plans: list[RunPlan], progress: Progress) -> list[tuple[RunPlan, bo
             continue
         counts["evaluate" if trained else state] += 1
         if state == "partial":
-            run.check_checkpoint(plan.resources["workers_per_run"], plan.train["zero_stage"])
+            for note in run.check_checkpoint(plan.resources["workers_per_run"], plan.train["zero_stage"]):
+                progress.event(f"run {plan.run_id}: {note}")
         if trained:
             run.done.unlink(missing_ok=True)
         work.append((plan, not trained, units))

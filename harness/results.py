@@ -2,7 +2,10 @@
 
     <results>/<suite>/<run_id>/run.yaml        resolved config of the run
     <results>/<suite>/<run_id>/metrics.jsonl   one line per logged step (train and validation)
-    <results>/<suite>/<run_id>/checkpoints/    DeepSpeed checkpoints (resume from the latest)
+    <results>/<suite>/<run_id>/checkpoints/step<N>/  a DeepSpeed checkpoint; its MANIFEST.json
+                                               (sha256 of every file) is written last, after
+                                               every rank saved. The newest complete one resumes
+                                               (`latest` is not trusted); two are kept
     <results>/<suite>/<run_id>/model/          final model + tokenizer, Hugging Face format
     <results>/<suite>/<run_id>/train.json      training summary, written once the model is saved
     <results>/<suite>/<run_id>/eval/<entry>.json     lm-eval's results for one task, group or tag
@@ -19,7 +22,6 @@ import json
 import os
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -91,31 +93,33 @@ class RunDir:
 
     @property
     def state(self) -> str:
-        """'done', 'trained' (evaluation pending), 'partial' (resumable) or 'new'."""
+        """'done', 'trained' (evaluation pending), 'partial' (a checkpoint save started: the run
+        resumes, or the preflight says why it cannot) or 'new'."""
         if self.done.exists():
             return "done"
         if self.train_json.exists():
             return "trained"
-        if (self.checkpoints / "latest").exists():
+        from harness.checkpoint import saved_any
+        if saved_any(self.checkpoints):  # even with no `latest`: a partial run never restarts silently
             return "partial"
         return "new"
 
     def read_metrics(self) -> list[dict]:
         return read_jsonl(self.metrics) if self.metrics.exists() else []
 
-    def check_checkpoint(self, world_size: int, zero_stage: int) -> None:
-        """Refuse, before any training starts, a checkpoint that cannot be resumed.
+    def check_checkpoint(self, world_size: int, zero_stage: int) -> list[str]:
+        """Refuse, before any training starts, a run whose checkpoints cannot be resumed safely;
+        return a note for each newer checkpoint folder that will be passed over.
 
-        Cheap structural checks only: `latest` names a saved tag holding model states and, under
-        ZeRO, one optimizer partition per worker, and every file is a complete torch archive (a
-        save cut short leaves a truncated zip).
+        The newest complete checkpoint (harness.checkpoint) must hold model states and, under ZeRO,
+        one optimizer partition per worker, and every file must unpickle under the weights-only
+        allow-list (tensors are mapped, not read).
         """
+        from harness import checkpoint
+        folder, passed = checkpoint.resume_point(self.checkpoints)
+        if folder is None:
+            return []
         hint = f"; delete {self.checkpoints} to train this run from the start"
-        tag = (self.checkpoints / "latest").read_text().strip()
-        folder = self.checkpoints / tag
-        if not tag or not folder.is_dir():
-            raise UserError(f"corrupt checkpoint: 'latest' names '{tag}', which is not there{hint}",
-                            where=str(self.checkpoints))
         files = sorted(folder.glob("*.pt"))
         partitions = [f for f in files if "optim_states" in f.name]
         if not any("model_states" in f.name for f in files):
@@ -123,9 +127,8 @@ class RunDir:
         if zero_stage >= 1 and len(partitions) != world_size:
             raise UserError(f"corrupt checkpoint: {len(partitions)} optimizer partitions for "
                             f"{world_size} workers{hint}", where=str(folder))
-        for path in files:
-            if not zipfile.is_zipfile(path):
-                raise UserError(f"corrupt checkpoint: not a complete torch archive{hint}", where=str(path))
+        checkpoint.check_loads(folder)
+        return [f"not resuming from {f.name}: {why}; resuming from {folder.name}" for f, why in passed.items()]
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -3,7 +3,9 @@
 `train_worker` runs in every worker process of a run (Ray Train starts them and the process
 group; see harness.schedule). It reads top to bottom: set up, resume, loop, save. Rank 0 alone
 writes files. Every batch is a pure function of (seed, step, micro-step, rank), so a run resumed
-from a checkpoint reads exactly the blocks an uninterrupted run would have read.
+from a checkpoint reads exactly the blocks an uninterrupted run would have read. It resumes from
+the newest checkpoint that is complete by its manifest, and loads it weights-only
+(harness.checkpoint): a checkpoint folder cannot make a worker run code.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from harness import checkpoint
 from harness.data import BlockSampler, PreparedData, load_tokenizer
+from harness.errors import UserError
 from harness.models import SIZES, model_factory
 from harness.plan import RunPlan, vocab_of
 from harness.results import RunDir, read_jsonl, replace_dir, write_atomic, write_json
@@ -41,7 +45,7 @@ def train_worker(config: dict) -> dict:
     data = PreparedData.from_dict(plan.data)
     objective = _objective(plan)
     engine = _engine(plan, objective, data)
-    step, elapsed = _resume(engine, run)
+    step, elapsed = _resume(engine, run, rank)
     log = MetricsLog(run.metrics, enabled=rank == 0, after_step=step)
     sampler = BlockSampler(data.train_tokens, data.dtype, plan.block_length, seed=plan.seed)
     check_batch(objective.transform(sampler.batch(0, 0, rank, 1), np.random.default_rng(0)), plan.objective)
@@ -89,7 +93,22 @@ def _engine(plan: RunPlan, objective, data: PreparedData):
                                                 seed=plan.seed))
     engine, *_ = deepspeed.initialize(model=model, config=deepspeed_config(plan),
                                       model_parameters=_param_groups(model, plan.train["weight_decay"]))
+    engine.checkpoint_engine = _weights_only_loads(engine)
     return engine
+
+
+def _weights_only_loads(engine):
+    """DeepSpeed's torch checkpoint engine, except that it loads with weights_only=True and the
+    short allow-list of harness.checkpoint (DeepSpeed's own unpickles anything, running its code).
+    Every load of engine.load_checkpoint, ZeRO partitions included, goes through it."""
+    from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
+
+    class WeightsOnly(TorchCheckpointEngine):
+        def load(self, path, map_location=None):
+            return checkpoint.load(path, map_location)
+
+    assert type(engine.checkpoint_engine) is TorchCheckpointEngine  # no other writer is configured
+    return WeightsOnly(engine._config)  # saves as DeepSpeed's engine would, from the same config
 
 
 def deepspeed_config(plan: RunPlan) -> dict:
@@ -122,12 +141,38 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _resume(engine, run: RunDir) -> tuple[int, float]:
-    """Load the latest checkpoint if there is one; return (step, seconds already spent)."""
-    if not (run.checkpoints / "latest").exists():
+def _resume(engine, run: RunDir, rank: int) -> tuple[int, float]:
+    """Load the newest complete checkpoint, if any; return (step, seconds already spent)."""
+    tag = _on_rank0(lambda: _resume_tag(run), rank)
+    if tag is None:
         return 0, 0.0
-    _, client = engine.load_checkpoint(str(run.checkpoints))
+    if rank != 0:  # rank 0 verified it while choosing; every rank checks what it will unpickle
+        checkpoint.verify(run.checkpoints / tag)
+    _, client = engine.load_checkpoint(str(run.checkpoints), tag=tag)
     return int(client["step"]), float(client.get("elapsed", 0.0))
+
+
+def _resume_tag(run: RunDir) -> str | None:
+    """The newest complete checkpoint's tag, whatever `latest` says; newer folders that failed
+    their check are set aside, so that saving their step again cannot mix old and new files."""
+    folder, passed = checkpoint.resume_point(run.checkpoints)
+    for bad, why in passed.items():
+        logging.getLogger(__name__).warning("%s; set aside as %s", why, checkpoint.set_aside(bad).name)
+    return folder.name if folder else None
+
+
+def _on_rank0(decide, rank: int):
+    """Run `decide` on rank 0 alone and give every rank its answer, or its UserError."""
+    answer = [None]
+    if rank == 0:
+        try:
+            answer = [("answer", decide())]
+        except UserError as e:
+            answer = [("error", e.message, e.where)]
+    dist.broadcast_object_list(answer, src=0)
+    if answer[0][0] == "error":
+        raise UserError(answer[0][1], where=answer[0][2])
+    return answer[0][1]
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -176,14 +221,14 @@ def _train_row(engine, plan: RunPlan, step: int, metrics: dict, elapsed: float) 
 
 
 def _checkpoint(engine, run: RunDir, step: int, elapsed: float, rank: int) -> None:
-    """Save a resumable checkpoint on every rank, then keep only the newest one."""
-    tag = f"step{step}"
+    """Save a checkpoint on every rank; once all have saved, rank 0 seals it with its manifest,
+    and only then deletes complete checkpoints older than the newest two."""
+    tag = checkpoint.tag_of(step)
     engine.save_checkpoint(str(run.checkpoints), tag=tag, client_state={"step": step, "elapsed": elapsed})
     dist.barrier()
     if rank == 0:
-        for old in run.checkpoints.iterdir():
-            if old.is_dir() and old.name != tag:
-                shutil.rmtree(old, ignore_errors=True)
+        checkpoint.seal(run.checkpoints / tag, step)
+        checkpoint.prune(run.checkpoints)
 
 
 class MetricsLog:

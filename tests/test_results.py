@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.checkpoint import seal
 from harness.errors import UserError
 from harness.results import RunDir, read_jsonl, write_json
 
@@ -41,6 +42,7 @@ def _checkpoint(tmp_path, files: dict[str, bytes]) -> RunDir:
     for name, content in files.items():
         path = run.checkpoints / "step10" / name
         torch.save({"x": 1}, path) if content is None else path.write_bytes(content)
+    seal(run.checkpoints / "step10", 10)
     return run
 
 
@@ -67,9 +69,9 @@ def test_a_corrupt_checkpoint_is_a_user_error_naming_the_file(tmp_path, files, m
     assert str(tmp_path / "checkpoints") in str(info.value) and "delete" in str(info.value)
 
 
-def test_latest_naming_a_missing_tag_is_a_user_error(tmp_path):
+def test_latest_without_a_complete_checkpoint_is_a_user_error(tmp_path):
     run = RunDir(tmp_path)
     run.checkpoints.mkdir()
     (run.checkpoints / "latest").write_text("step30")
-    with pytest.raises(UserError, match="names 'step30', which is not there"):
+    with pytest.raises(UserError, match="no complete checkpoint to resume from"):
         run.check_checkpoint(world_size=2, zero_stage=2)
