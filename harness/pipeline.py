@@ -15,7 +15,7 @@ from harness import report
 from harness.data import BASE_SPECIAL_TOKENS, PreparedData, prepare
 from harness.plan import RunPlan, plan_suite
 from harness.progress import Progress
-from harness.evaluate import HELDOUT_TASK
+from harness.evaluate import HELDOUT_TASK, safetensors_weights
 from harness.lock import SuiteLock
 from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml, write_json, write_yaml
 from harness.suite import Suite
@@ -179,6 +179,7 @@ def _pending(plans: list[RunPlan], progress: Progress) -> list[tuple[RunPlan, bo
             for note in run.check_checkpoint(plan.resources["workers_per_run"], plan.train["zero_stage"]):
                 progress.event(f"run {plan.run_id}: {note}")
         if trained:
+            safetensors_weights(run.model)  # a planted pickle is refused before Ray starts
             run.done.unlink(missing_ok=True)
         work.append((plan, not trained, units))
     progress.event(f"{len(plans)} runs: {counts['done']} done, {counts['evaluate']} to evaluate, "
