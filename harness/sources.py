@@ -395,7 +395,8 @@ def _check_parquet(paths: list[Path], field: str) -> None:
     schemas = []
     for path in paths:
         if path.stat().st_size == 0:
-            raise UserError(f"{path} is empty; fill it, or leave it out of the list", where="data.files.paths")
+            raise UserError(f"{path} is empty; fill it, or leave it out of the list",
+                            where="data.files.paths")
         try:
             schemas.append(pq.read_schema(path).names)
         except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
