@@ -24,12 +24,13 @@ batch, rank), so a resumed run reads exactly what an uninterrupted one would hav
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
@@ -248,10 +249,22 @@ def _check_empty(root: Path, out: Path | None) -> None:
 
 def _build_atomically(cfg: DataConfig, specials: Sequence[str], root: Path, key: str) -> None:
     """Build in a temporary sibling and rename it into place: an interrupted build leaves no
-    half-written entry, and of two concurrent builds the first rename wins."""
+    half-written entry, and of two concurrent builds the first rename wins. A build that fails
+    (a bad input file, say) also removes the folders it created for the entry."""
+    created = [folder for folder in (root.parent, *root.parent.parents) if not folder.exists()]
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    scratch = Path(tempfile.mkdtemp(prefix=f".{root.name}-scratch-", dir=root.parent))
+    try:
+        _build_and_rename(cfg, specials, root, key)
+    except BaseException:
+        for folder in created:  # innermost first; one that something else wrote in stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _build_and_rename(cfg: DataConfig, specials: Sequence[str], root: Path, key: str) -> None:
+    tmp = make_temp_dir(root.parent, prefix=f".{root.name}-")
+    scratch = make_temp_dir(root.parent, prefix=f".{root.name}-scratch-")
     try:
         _build(cfg, specials, tmp, root, key, scratch)
         tmp.rename(root)  # also replaces an empty directory at `root`
@@ -261,6 +274,18 @@ def _build_atomically(cfg: DataConfig, specials: Sequence[str], root: Path, key:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """A new folder in `parent` with the permissions the umask gives (mkdtemp's 0700 would keep
+    colleagues sharing a cache or a mirror out of it)."""
+    while True:
+        folder = Path(parent) / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            folder.mkdir(mode=0o777)  # mkdir applies the umask
+            return folder
+        except FileExistsError:
+            continue
 
 
 def _build(cfg: DataConfig, specials: Sequence[str], out: Path, root: Path, key: str,

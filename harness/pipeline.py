@@ -7,13 +7,16 @@ evaluation tasks.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from pathlib import Path
 
 from harness import report
 from harness.data import BASE_SPECIAL_TOKENS, PreparedData, prepare
-from harness.plan import RunPlan, plan_suite
+from harness.errors import UserError
+from harness.plan import RunPlan, check_validation_split, plan_suite
 from harness.progress import Progress
 from harness.evaluate import HELDOUT_TASK, safetensors_weights
 from harness.lock import SuiteLock
@@ -31,9 +34,31 @@ def special_tokens(suite: Suite) -> list[str]:
 
 
 def prepare_and_plan(suite: Suite, results_root: Path) -> tuple[PreparedData, list[RunPlan]]:
+    check_writable(results_root, where="--results")
     data = prepare(suite.data, special_tokens(suite), cache_root=results_root / "_data")
+    check_validation_split(suite, data)
     preflight_eval(suite.eval.tasks, suite.eval.finetune.tasks, data.tasks_dir, suite.eval.bundle)
     return data, plan_suite(suite, data, results_root / suite.name)
+
+
+def check_writable(folder: Path, where: str) -> None:
+    """Create and remove a probe file in `folder`: whatever would stop the harness writing there
+    (permissions, a read-only or immutable folder, a file in the way) is found before any data is
+    prepared. Folders made for the probe are removed again, so a refused suite leaves nothing."""
+    made = [f for f in (folder, *folder.parents) if not f.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        reason = e.strerror + (f": {e.filename}" if e.filename else "")
+        raise UserError(f"cannot write in {folder} ({reason}); give a folder you can write to",
+                        where=where) from None
+    finally:
+        for f in made:  # innermost first
+            with contextlib.suppress(OSError):
+                f.rmdir()
 
 
 def preflight_eval(tasks, finetune_tasks, tasks_dir: Path, bundle: Path | None) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from harness.budget import micro_step_flops, solve_steps
 from harness.data import BlockSampler, PreparedData, load_tokenizer
+from harness.errors import UserError
 from harness.models import SIZES, model_factory, parameter_count
 from harness.suite import Suite
 from objectives import registry
@@ -101,6 +102,32 @@ def plan_suite(suite: Suite, data: PreparedData, results_dir: Path) -> list[RunP
                     resources=suite.resources.model_dump(), eval=_eval_settings(suite),
                     **ledger))
     return plans
+
+
+def check_validation_split(suite: Suite, data: PreparedData) -> None:
+    """Refuse, before Ray starts, a validation split too short for every worker to read one
+    micro-batch of its own blocks: `BlockSampler.val_batches` reads up to `train.val_batches`
+    of them per worker, fewer when the split is short, and fails in the workers when it has none."""
+    train, workers = suite.train, suite.resources.workers_per_run
+    needed = train.micro_batch_size * workers
+    for entry in suite.objectives:
+        cls = registry.get(entry.name)
+        block = cls(cls.Config(**entry.config), vocab_of(data)).block_length(suite.data.seq_len)
+        held = data.n_val_tokens // block
+        if held < needed:
+            raise UserError(
+                f"the validation split holds {held} block{'s' * (held != 1)} of {block} tokens "
+                f"({data.n_val_tokens:,} tokens); {entry.display} needs at least {needed}: one "
+                f"micro-batch per worker, train.micro_batch_size ({train.micro_batch_size}) x "
+                f"resources.workers_per_run ({workers}), of the up to train.val_batches "
+                f"({train.val_batches}) each reads; {_more_validation(suite, data)}, or lower "
+                "train.micro_batch_size", where="data.val_fraction")
+
+
+def _more_validation(suite: Suite, data: PreparedData) -> str:
+    if suite.data.source == "prepared":  # the mirror's split is fixed: it is made again
+        return f"prepare the mirror again with a data.val_fraction above {data.val_fraction}"
+    return f"raise data.val_fraction (now {data.val_fraction})"
 
 
 def _eval_settings(suite: Suite) -> dict:

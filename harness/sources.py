@@ -11,20 +11,24 @@ corpus's non-empty documents in their order. The sources (the suite's `data.sour
                 is read here)
 
 Every failure the user can cause (a missing dataset, a glob matching nothing, a missing text
-field, an unreachable hub) is one `UserError` naming the suite key and what to do. `datasets`
-is imported inside the functions: the command line imports this module to validate suites.
+field, an unreachable hub, a file that is empty, binary or not in its encoding, records without
+text) is one `UserError` naming the suite key and what to do. `datasets` is imported inside the
+functions: the command line imports this module to validate suites.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import glob
 import os
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from harness.errors import UserError
 
@@ -44,6 +48,11 @@ BUILDERS = {"text": "text", "jsonl": "json", "parquet": "parquet"}  # format -> 
 # Files that `save_to_disk` writes: such a directory is read with `load_from_disk`.
 SAVED_MARKERS = ("state.json", "dataset_dict.json")
 SYNTHETIC_CORPUS_SEED = 0
+# A NUL byte this early marks a binary file (git's test); text files are then read in chunks.
+BINARY_HEAD_BYTES = 8000
+READ_CHUNK = 1 << 20
+COUNT_BATCH = 10_000  # records per batch when counting those without text
+NO_TEXT = "(missing, null or blank)"  # what `_non_empty` drops
 
 
 class HFSource(BaseModel):
@@ -88,6 +97,30 @@ class FilesSource(BaseModel):
     """What one document of a text file is: a line, a paragraph (blank-line separated), the file."""
     max_documents: int | None = Field(default=None, ge=2)
     """Read at most this many documents (the first ones)."""
+    encoding: str = "utf-8"
+    """The encoding of text and JSONL files ("latin-1", "cp1252", ...); Parquet is always UTF-8."""
+    skip_missing: bool = False
+    """Skip JSONL lines and Parquet rows whose text field is missing, null or blank, with a notice
+    that counts them; otherwise such records are an error that counts them per file."""
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, name: str) -> str:
+        try:
+            return codecs.lookup(name).name  # one spelling per codec: "UTF8" and "utf-8" hash alike
+        except LookupError:
+            raise ValueError(f"unknown encoding '{name}'; give a Python codec name such as utf-8, "
+                             "latin-1 or cp1252") from None
+
+    @model_serializer(mode="wrap")
+    def _without_new_defaults(self, handler):
+        # Settings added after suites were in use are left out at their defaults, so that the
+        # cache keys and run ids of existing suites stay what they were.
+        data = handler(self)
+        for key, default in (("encoding", "utf-8"), ("skip_missing", False)):
+            if data.get(key) == default:
+                del data[key]
+        return data
 
 
 class PreparedSource(BaseModel):
@@ -199,17 +232,177 @@ def unreachable(error: BaseException) -> bool:
 
 
 def _files(cfg: DataConfig, scratch: Path) -> datasets.Dataset:
-    import datasets
     source = cfg.files
     paths = expand_paths(source.paths)
     fmt = file_format(paths, source.format)
     if fmt == "parquet":
-        _check_parquet_field(paths, source.text_field)
+        _check_parquet(paths, source.text_field)
+    else:
+        check_text_files(paths, source.encoding)
+    if fmt == "text":
+        dataset = _load_files(paths, fmt, source, scratch / "datasets")
+        documents = _text_column(dataset, TEXT, "data.files.text_field")
+    else:
+        documents = _records(paths, fmt, source, scratch)
+    return _first(documents, source.max_documents)
+
+
+def _load_files(paths: list[Path], fmt: str, source: FilesSource, cache_dir: Path) -> datasets.Dataset:
+    import datasets
     options = {"sample_by": source.sample_by} if fmt == "text" else {}
-    dataset = datasets.load_dataset(BUILDERS[fmt], data_files=[str(p) for p in paths], split="train",
-                                    cache_dir=str(scratch / "datasets"), **options)
-    field = TEXT if fmt == "text" else source.text_field
-    return _first(_text_column(dataset, field, "data.files.text_field"), source.max_documents)
+    if fmt != "parquet":
+        options["encoding"] = source.encoding
+    return datasets.load_dataset(BUILDERS[fmt], data_files=[str(p) for p in paths], split="train",
+                                 cache_dir=str(cache_dir), **options)
+
+
+# ---------------------------------------------------------------- records without text
+
+
+def _records(paths: list[Path], fmt: str, source: FilesSource, scratch: Path) -> datasets.Dataset:
+    """The text field of every JSONL line or Parquet row, read as one dataset. When some records
+    lack text, the files are read again one by one to count them per file (which also reads
+    files whose columns differ): an error, or a notice with data.files.skip_missing."""
+    from datasets.exceptions import DatasetGenerationError
+    try:
+        dataset = _load_files(paths, fmt, source, scratch / "datasets")
+        documents = _text_column(dataset, source.text_field, "data.files.text_field")
+        if not _count_without_text(documents):
+            return documents
+    except DatasetGenerationError:
+        pass  # the files differ in their columns, or one cannot be read: each is read alone below
+    files = [_read_one(path, fmt, source, scratch / "files" / str(i)) for i, path in enumerate(paths)]
+    _refuse_or_notice([f for f in files if f.without_text], fmt, source)
+    return _concatenate([f.texts for f in files if f.texts is not None])
+
+
+@dataclass(frozen=True)
+class _FileRecords:
+    path: Path
+    texts: datasets.Dataset | None
+    """Its text column; None when no record has the field."""
+    records: int
+    without_text: int
+    columns: list[str]
+
+
+def _read_one(path: Path, fmt: str, source: FilesSource, cache_dir: Path) -> _FileRecords:
+    from datasets.exceptions import DatasetGenerationError
+    try:
+        dataset = _load_files([path], fmt, source, cache_dir)
+    except DatasetGenerationError as error:
+        raise UserError(f"cannot read {path} as {fmt} ({_root_cause(error)})",
+                        where="data.files.paths") from None
+    n, feature = len(dataset), dataset.features.get(source.text_field)
+    if feature is None or getattr(feature, "dtype", None) == "null":  # absent, or null everywhere
+        return _FileRecords(path, None, n, n, dataset.column_names)
+    texts = _text_column(dataset, source.text_field, "data.files.text_field")
+    return _FileRecords(path, texts, n, _count_without_text(texts), dataset.column_names)
+
+
+def _count_without_text(documents: datasets.Dataset) -> int:
+    return sum(len(batch[TEXT]) - sum(_non_empty(batch[TEXT]))
+               for batch in documents.iter(batch_size=COUNT_BATCH))
+
+
+def _refuse_or_notice(lacking: list[_FileRecords], fmt: str, source: FilesSource) -> None:
+    """Records without text stop the build, unless the suite says to skip them."""
+    if not lacking:
+        return
+    unit = "rows" if fmt == "parquet" else "lines"
+    counts = [f"{f.without_text} of {f.records} {unit} of {f.path}"
+              + (f" (its fields: {', '.join(f.columns)})" if f.texts is None else "") for f in lacking]
+    more = f" and {len(counts) - 5} more files" if len(counts) > 5 else ""
+    what = f"{', '.join(counts[:5])}{more} lack field '{source.text_field}' {NO_TEXT}"
+    if not source.skip_missing:
+        raise UserError(f"{what}; fix the files, set data.files.text_field to the field that holds "
+                        "the text, or set data.files.skip_missing: true to skip such records",
+                        where="data.files.text_field")
+    skipped = sum(f.without_text for f in lacking)
+    notice(f"skipped {skipped} {unit}: {what}", where="data.files.skip_missing")
+
+
+def _concatenate(parts: list[datasets.Dataset]) -> datasets.Dataset:
+    import datasets
+    if not parts:
+        raise UserError("no file holds the text field; name the field that holds the text",
+                        where="data.files.text_field")
+    # One string type for all: Parquet files may hold large_string, JSONL string.
+    return datasets.concatenate_datasets([p.cast_column(TEXT, datasets.Value("string")) for p in parts])
+
+
+def _root_cause(error: BaseException) -> str:
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    return f"{type(error).__name__}: {error}"
+
+
+def notice(message: str, where: str) -> None:
+    """Something the user should know that does not stop the build (stderr, like errors)."""
+    print(f"notice: {where}: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- files that are not text
+
+
+def check_text_files(paths: list[Path], encoding: str) -> None:
+    """Refuse, naming it, a text or JSONL file that `datasets` would fail on with a traceback:
+    an empty one, a binary one, or one not in `encoding`."""
+    for path in paths:
+        _check_text_file(path, encoding)
+
+
+def _check_text_file(path: Path, encoding: str) -> None:
+    import fsspec
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset, blank = 0, True
+    with fsspec.open(str(path), "rb", compression="infer") as f:  # a .gz file: its content
+        while chunk := f.read(READ_CHUNK):
+            if offset == 0 and _looks_binary(chunk, encoding):
+                raise UserError(f"{path} is binary, not text (it holds NUL bytes); list only text "
+                                "files", where="data.files.paths")
+            text = _decode(decoder, chunk, offset, path, encoding)
+            blank = blank and (not text or text.isspace())
+            offset += len(chunk)
+    _decode(decoder, b"", offset, path, encoding, final=True)  # a character cut off at the end
+    if blank:
+        raise UserError(f"{path} is empty (it holds no text); fill it, or leave it out of the list",
+                        where="data.files.paths")
+
+
+def _looks_binary(head: bytes, encoding: str) -> bool:
+    # UTF-16 and UTF-32 text holds NUL bytes; in any other encoding text does not.
+    wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+    return not wide and b"\0" in head[:BINARY_HEAD_BYTES]
+
+
+def _decode(decoder, chunk: bytes, offset: int, path: Path, encoding: str, final: bool = False) -> str:
+    """`chunk`, the bytes of `path` from `offset` on, decoded; a byte not in `encoding` is an error
+    that gives its offset in the file."""
+    held = len(decoder.getstate()[0])  # the start of a character cut by the previous chunk
+    try:
+        return decoder.decode(chunk, final=final)
+    except UnicodeDecodeError as e:
+        at, byte = offset - held + e.start, e.object[e.start]
+        raise UserError(f"{path} is not valid {encoding} at byte {at} (0x{byte:02x}); if the file is in "
+                        "another encoding, set data.files.encoding to it (e.g. latin-1 or cp1252)",
+                        where="data.files.encoding") from None
+
+
+def _check_parquet(paths: list[Path], field: str) -> None:
+    # Checked on the schemas before `datasets` reads anything, whose own errors would be Arrow's.
+    import pyarrow.parquet as pq
+    schemas = []
+    for path in paths:
+        if path.stat().st_size == 0:
+            raise UserError(f"{path} is empty; fill it, or leave it out of the list",
+                            where="data.files.paths")
+        try:
+            schemas.append(pq.read_schema(path).names)
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            raise UserError(f"{path} is not a Parquet file ({e})", where="data.files.paths") from None
+    if not any(field in names for names in schemas):
+        raise UserError(_missing_field(field, schemas[0], paths[0]), where="data.files.text_field")
 
 
 def expand_paths(patterns: list[str]) -> list[Path]:
@@ -243,14 +436,6 @@ def file_format(paths: list[Path], fmt: str) -> str:
 def _extension_format(path: Path) -> str | None:
     suffixes = [s for s in path.suffixes if s not in COMPRESSIONS]
     return FORMATS.get(suffixes[-1].lower()) if suffixes else None
-
-
-def _check_parquet_field(paths: list[Path], field: str) -> None:
-    # Checked on the schema before `datasets` reads anything, whose own error would be Arrow's.
-    import pyarrow.parquet as pq
-    names = pq.read_schema(paths[0]).names
-    if field not in names:
-        raise UserError(_missing_field(field, names, paths[0]), where="data.files.text_field")
 
 
 def _missing_field(field: str, names: list[str], what: object) -> str:

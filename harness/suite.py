@@ -12,13 +12,14 @@ downstream receives the whole suite.
 from __future__ import annotations
 
 import copy
+import re
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.data import DataConfig
 from harness.errors import UserError
@@ -26,6 +27,10 @@ from harness.finetune import FinetuneConfig
 from harness.models import SIZES
 
 DEFAULT_PROFILE = "default"
+# A suite's name is a folder of the results: one path component, not hidden, not the data cache.
+NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+RESERVED_NAMES = ("_data",)
+NAME_RULE = "letters, digits, '.', '_' and '-', not starting with '.'"
 
 
 class Strict(BaseModel):
@@ -132,6 +137,13 @@ class Suite(Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     profile: str = DEFAULT_PROFILE
 
+    @field_validator("name")
+    @classmethod
+    def _a_folder_name(cls, name: str) -> str:
+        if problem := name_problem(name):
+            raise ValueError(problem)
+        return name
+
     @model_validator(mode="before")
     @classmethod
     def _objective_shorthand(cls, data):
@@ -166,6 +178,15 @@ class Suite(Strict):
         return self
 
 
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a suite's results folder, or None when it can."""
+    if name in RESERVED_NAMES:
+        return f"'{name}' is reserved: <results>/{name}/ holds the prepared data"
+    if not NAME.fullmatch(name):
+        return f"'{name}' cannot name the results folder <results>/<name>/; use {NAME_RULE}"
+    return None
+
+
 class _KeyedError(ValueError):
     """A validation failure at a key path that pydantic would otherwise report at the root."""
 
@@ -185,13 +206,21 @@ def load_suite(path: str | Path, profile: str = DEFAULT_PROFILE, overrides: list
     profiles = raw.pop("profiles", None) or {}
     if not isinstance(profiles, dict):
         raise UserError("expected a mapping of profile name -> overrides", where=f"{path}: profiles")
-    raw.setdefault("name", path.stem)
+    if "name" not in raw:
+        _check_default_name(path)
+        raw["name"] = path.stem
     for name in [DEFAULT_PROFILE, *profiles]:  # a typo in any profile is an error everywhere
         _resolve(path, raw, profiles, name, [])
     if profile != DEFAULT_PROFILE and profile not in profiles:
         known = ", ".join([DEFAULT_PROFILE, *profiles])
         raise UserError(f"no profile '{profile}' in the suite (profiles: {known})", where=str(path))
     return _resolve(path, raw, profiles, profile, list(overrides))
+
+
+def _check_default_name(path: Path) -> None:
+    if problem := name_problem(path.stem):
+        raise UserError(f"the suite has no `name`, and its file's name is no suite name: {problem}; "
+                        "set `name:` in the suite, or rename the file", where=f"{path}: name")
 
 
 def _read_yaml(path: Path) -> dict:
@@ -240,7 +269,12 @@ def apply_override(config: dict, item: str) -> tuple[str, ...]:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
             raise UserError(f"'{k}' is not a section", where=f"--set {key}")
-    node[keys[-1]] = yaml.safe_load(text)
+    try:
+        node[keys[-1]] = yaml.safe_load(text)
+    except yaml.YAMLError as e:  # also a tag that safe_load refuses: !!python/object, ...
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"'{text}' is not a plain YAML value ({problem}); give a number, text, list "
+                        "or mapping, and quote text that starts with '!'", where=f"--set {key}") from None
     return keys
 
 
