@@ -135,7 +135,9 @@ def _cmd_validate(args) -> int:
 def _cmd_data_prepare(args) -> int:
     suite = _load(args)
     from harness.data import data_card, prepare
-    from harness.pipeline import special_tokens
+    from harness.pipeline import check_writable, special_tokens
+    check_writable(args.out.resolve() if args.out else args.results.resolve(),
+                   where="--out" if args.out else "--results")
     data = prepare(suite.data, special_tokens(suite), cache_root=args.results.resolve() / "_data",
                    out=args.out)
     print(f"prepared data for suite {suite.name} in {data.root}:")

@@ -74,6 +74,7 @@ def run_suite(suite: Suite, results_root: Path, address: str | None = None,
     """Train and evaluate every unfinished run, then write the report; 0 when all succeeded."""
     progress = progress or Progress()
     suite_dir = results_root / suite.name
+    check_writable(results_root, where="--results")
     with SuiteLock(suite_dir, "harness run", notice=progress.event):
         progress.event(f"suite {suite.name} (profile {suite.profile}): preparing data")
         data, plans = prepare_and_plan(suite, results_root)

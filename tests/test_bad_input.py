@@ -231,10 +231,11 @@ def test_the_check_agrees_with_what_the_workers_read(tmp_path):
 # ---------------------------------------------------------------- 4. a results folder that cannot be written
 
 
-def test_cli_refuses_results_under_a_file_before_preparing_data(tmp_path, capsys):
+@pytest.mark.parametrize("command", [["validate"], ["run"], ["data", "prepare"]])
+def test_cli_refuses_results_under_a_file_before_preparing_data(tmp_path, capsys, command):
     (tmp_path / "taken").write_text("a file where a folder should be")
     suite = write_suite(tmp_path / "suite.yaml", [corpus(tmp_path / "corpus")])
-    done = main(capsys, "validate", str(suite), "--results", str(tmp_path / "taken" / "results"))
+    done = main(capsys, *command, str(suite), "--results", str(tmp_path / "taken" / "results"))
     assert_refused(done, "--results", f"cannot write in {tmp_path / 'taken' / 'results'} (Not a directory")
 
 

@@ -139,3 +139,33 @@ def test_eval_writes_only_into_the_run_directory_it_is_given(trained_suite, tmp_
     result = json.loads((copy / "eval" / "synthetic_glue.json").read_text())
     assert result["n-samples"]["synthetic_glue"]["effective"] == 5
     assert (copy / "finetune" / "synthetic_cola.json").exists()
+
+
+class _Poison:
+    """Unpickled, it creates `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+@pytest.mark.e2e
+def test_run_refuses_pickled_weights_in_a_trained_run_before_ray_starts(trained_suite, tmp_path):
+    """A pytorch_model.bin planted in a finished run's model folder stops `harness run` with one
+    message naming it, before any cluster resource is taken; the pickle never runs."""
+    import pickle
+
+    suite_path, results, _ = trained_suite
+    copy = tmp_path / "results"
+    shutil.copytree(results / "tiny_e2e", copy / "tiny_e2e", ignore=shutil.ignore_patterns(".lock"))
+    run = next(p for p in (copy / "tiny_e2e").iterdir() if p.name.startswith("clm-"))
+    marker, planted = tmp_path / "marker", run / "model" / "pytorch_model.bin"
+    planted.write_bytes(pickle.dumps(_Poison(marker)))
+    # a task not evaluated yet, so that the run has work pending
+    done = _harness("run", str(suite_path), "--results", str(copy), "--set",
+                    "eval.tasks=[synthetic_hellaswag, synthetic_glue, synthetic_cola]", rc=2)
+    assert str(planted) in done.stderr and "Traceback" not in done.stderr
+    assert "started" not in done.stdout and not marker.exists()
+    assert not (run / "eval" / "synthetic_cola.json").exists()
