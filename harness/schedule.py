@@ -11,31 +11,150 @@ flight as the cluster can hold, so no trainer sits waiting for workers.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil  # a dependency of Ray and DeepSpeed
 import ray
 
 import harness
 import objectives
+from harness.errors import UserError
 from harness.plan import RunPlan
 from harness.progress import Progress, duration
 
 
 def connect(address: str | None, use_gpu: bool) -> None:
     """Start an embedded Ray, or join the cluster at `address` ('auto' or HOST:PORT)."""
-    env = {"env_vars": {"DS_ACCELERATOR": "cuda" if use_gpu else "cpu", "PYTHONUNBUFFERED": "1"}}
+    env = runtime_env(use_gpu)
     if address:
         # Ship this checkout's packages, so that cluster nodes run the same code as the driver.
         env["py_modules"] = [os.path.dirname(harness.__file__), os.path.dirname(objectives.__file__)]
-        ray.init(address=address, runtime_env=env, log_to_driver=False)
+        join(address, env)
     else:
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=env,
-                 log_to_driver=False, configure_logging=False)
+        start_embedded(env)
+
+
+def runtime_env(use_gpu: bool) -> dict:
+    return {"env_vars": {"DS_ACCELERATOR": "cuda" if use_gpu else "cpu", "PYTHONUNBUFFERED": "1"}}
+
+
+# --- starting and joining Ray ------------------------------------------------------------------
+# Under load, an embedded Ray can miss its own start-up waits ("The current node timed out during
+# startup": Ray waits a fixed 30 s for the raylet to register). The start is then cleaned up and
+# tried once more, without the dashboard (less to start), and with longer waits where Ray reads
+# them from the environment: for the GCS port and connection, for the core worker's raylet, and
+# for worker registration (a user's longer values are kept).
+FIRST_START = {"include_dashboard": True, "dashboard_host": "127.0.0.1"}
+RETRY_START = {"include_dashboard": False}
+RETRY_WAITS = {"RAY_gcs_server_port_wait_time_s": 120, "RAY_raylet_start_wait_time_s": 120,
+               "RAY_worker_register_timeout_seconds": 180}
+
+
+def start_embedded(runtime_env: dict, first: dict = FIRST_START, retry: dict = RETRY_START,
+                   log: Callable[[str], None] = print) -> None:
+    """ray.init an embedded Ray with `first`; if that fails, clean up and try `retry` once.
+    Both failing is a UserError saying what happened and what to try."""
+    try:
+        _init_embedded(runtime_env, first)
+        return
+    except Exception as e:  # any start-up failure: timeouts, a port taken meanwhile, ...
+        log(f"Ray did not start ({_last_line(e)}); starting it again with longer waits, no dashboard")
+    try:
+        with _longer_waits(RETRY_WAITS):
+            _init_embedded(runtime_env, retry)
+    except Exception as e:
+        raise UserError(
+            f"Ray did not start, twice (the second time without the dashboard and with longer "
+            f"waits): {_last_line(e)}. The machine may be too busy: try again when it is less "
+            f"loaded, or start Ray yourself (`ray start --head`, with its own --temp-dir if you like) "
+            f"and pass --address auto. Ray's own logs are in its temp dir "
+            f"(/tmp/ray/session_latest/logs by default).", where="ray (embedded)") from None
+
+
+def _init_embedded(runtime_env: dict, settings: dict) -> None:
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    try:
+        ray.init(runtime_env=runtime_env, log_to_driver=False, configure_logging=False, **settings)
+    except BaseException:
+        _stop_new_children(before)  # what the failed start left running, and only that
+        raise
+
+
+def _stop_new_children(before: set[int]) -> None:
+    new = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    for process in new:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(new, timeout=10)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
+@contextlib.contextmanager
+def _longer_waits(waits: dict[str, int]) -> Iterator[None]:
+    """These Ray settings (seconds) at least `waits` for the block; Ray's processes inherit them."""
+    saved = {key: os.environ.get(key) for key in waits}
+    for key, seconds in waits.items():
+        current = saved[key] or ""
+        os.environ[key] = str(max(seconds, int(current) if current.isdigit() else 0))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def join(address: str, runtime_env: dict) -> None:
+    """ray.init on an existing cluster; a refused token or no cluster there is a UserError."""
+    try:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    except Exception as e:
+        if auth_refused(e):
+            raise UserError(auth_message(address), where="--address") from None
+        if isinstance(e, ConnectionError):
+            raise UserError(f"no Ray cluster could be joined at {address}: {_last_line(e)}",
+                            where="--address") from None
+        raise
+
+
+def auth_refused(error: BaseException) -> bool:
+    """Whether Ray refused to connect for want of the cluster's token. ray.init reports it as a
+    ConnectionError whose cause holds the AuthenticationError, sometimes only as text."""
+    from ray.exceptions import AuthenticationError
+
+    return any(isinstance(e, AuthenticationError) or "AuthenticationError" in str(e)
+               or "InvalidAuthToken" in str(e) for e in _chain(error))
+
+
+def auth_message(address: str) -> str:
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if (mode or "").lower() == "token":
+        problem = "refused the token this client sent (RAY_AUTH_MODE is 'token' here)"
+    else:
+        problem = (f"requires token authentication, which is off here (RAY_AUTH_MODE is "
+                   f"{repr(mode) if mode else 'not set'})")
+    return (f"the Ray cluster at {address} {problem}. Set RAY_AUTH_MODE=token, and the cluster's "
+            f"token in RAY_AUTH_TOKEN or in a file named by RAY_AUTH_TOKEN_PATH (default "
+            f"~/.ray/auth_token); `ray get-auth-token` on the head node prints it")
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
 
 
 def shutdown() -> None:
@@ -144,3 +263,11 @@ def _slots(resources: dict) -> int:
 def _short(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return text[-1][:300] if text else type(error).__name__
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the names of remote functions
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line for line in _ANSI.sub("", str(error)).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
