@@ -51,6 +51,7 @@ def run_suite(suite: Suite, results_root: Path, address: str | None = None,
     data, plans = prepare_and_plan(suite, results_root)
     progress.event(f"data ready: {data.n_train_tokens:,} training tokens, vocabulary {data.vocab_size}")
     work = _pending(plans, progress)
+    report.record_suite(results_root / suite.name, suite.name, suite.description)
     outcome = None
     if work:
         from harness import schedule  # ray is imported only when there is work for it
