@@ -26,7 +26,7 @@ finished run, the mean, ci_low and ci_high of every number.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -57,7 +57,7 @@ class SuiteResults:
     zero_shot: pd.DataFrame  # one row per run x task x metric (ZERO_SHOT_COLUMNS)
     finetune: pd.DataFrame   # one row per run x fine-tuning task x metric (FINETUNE_COLUMNS)
     declared: list[tuple[str | dict, Path]]  # (eval.aggregate, run.yaml) of the runs that declare one
-    planned: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PLANNED_COLUMNS))  # every run.yaml
+    planned: pd.DataFrame    # one row per run.yaml, finished or not (PLANNED_COLUMNS)
 
 
 def write_report(suite_dir: Path, title: str, description: str | None = None) -> tuple[Path, Path]:

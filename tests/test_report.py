@@ -243,13 +243,28 @@ def test_partial_report_names_each_unfinished_run_with_its_state(suite):
         json.dumps({"kind": "train", "step": step, "loss": 3.0}) + "\n" for step in (20, 40, 45)))
     (interrupted / "checkpoints").mkdir()
     (interrupted / "checkpoints" / "latest").write_text("step40")
+    failed = suite / "ul2-mini-s0-0123abcd"  # as harness.schedule records a failure (see test_failures)
+    write_yaml(failed / "run.yaml", {"run_id": failed.name, "objective": "ul2", "label": "ul2", "size": "mini",
+                                     "seed": 0, "steps": 100, "scoring": "prefix-loglikelihood", "data": data})
+    write_yaml(failed / "FAILED", {"run_id": failed.name, "failures": [{
+        "failed": "train", "error": "RuntimeError", "message": "RuntimeError: a | b\nc", "error_tail": "...",
+        "when": "2026-01-01T00:00:00+00:00", "after_step": 30, "steps": 100,
+        "logs": [str(failed / "logs" / "worker-0.log")]}]})
 
     report = write_report(suite, "Demo")[1].read_text()
-    assert ("**Partial results: 4 of 7 planned runs are done.** 2 not trained (absent from the tables); "
-            "1 trained, evaluation unfinished. Each is named under Unfinished runs.") in report
+    assert ("**Partial results: 4 of 8 planned runs are done.** 1 failed; 3 not trained (absent from the "
+            "tables); 1 trained, evaluation unfinished. Each is named under Unfinished runs and Failed runs.") in report
     states = {r["run"]: r["state"] for r in markdown_table(report, "Unfinished runs")}
     assert states == {interrupted.name: "training unfinished at step 45 of 100; resumes from checkpoint step40",
-                      trained.name: "trained; evaluation unfinished", "unfinished-run": "not started"}
+                      trained.name: "trained; evaluation unfinished", "unfinished-run": "not started",
+                      failed.name: "training failed at step 30 of 100"}
+    assert "| RuntimeError: a \\| b c " in report  # one line; the pipe escaped, not a column
+    assert markdown_table(report.replace("\\|", "/"), "Failed runs") == [{
+        "run": failed.name, "failed": "train", "error": "RuntimeError: a / b c", "at step": "30 of 100",
+        "when (UTC)": "2026-01-01T00:00:00+00:00", "logs": f"{failed.name}/logs/worker-0.log"}]
     training = markdown_table(report, "Training")
     assert row(training, objective="clm")["seeds"] == "3 of 4" and row(training, objective="mlm")["seeds"] == "2"
-    assert "## Failed runs" not in report
+    assert row(training, objective="ul2")["seeds"] == "0 of 1" and row(training, objective="ul2")["FLOPs spent"] == "failed"
+    ul2 = row(markdown_table(report, "Aggregate"), objective="ul2")
+    assert (ul2["mean"], ul2["runs with every task"], ul2["scoring"]) == ("failed", "0/1", "prefix-loglikelihood")
+    assert "Not here, for want of a finished run: ul2 (mini, failed)." in report.split("## Zero-shot")[1]
