@@ -222,11 +222,18 @@ def _cmd_eval_bundle(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from harness.report import write_report
+    from harness.report import partial_notice, planned_runs, write_report
     if not args.suite_dir.is_dir():
         raise UserError("no such results directory", where=str(args.suite_dir))
-    csv_path, md_path = write_report(args.suite_dir, f"Suite {args.suite_dir.name}")
+    if not any(args.suite_dir.glob("*/run.yaml")):
+        raise UserError("no runs here (no RUN_ID/run.yaml): expected the folder `harness run` writes "
+                        "for a suite, RESULTS/SUITE", where=str(args.suite_dir))
+    from harness.lock import SuiteLock
+    with SuiteLock(args.suite_dir, "harness report"):
+        csv_path, md_path = write_report(args.suite_dir, f"Suite {args.suite_dir.name}")
     print(f"wrote {md_path} and {csv_path}")
+    if notice := partial_notice(planned_runs(args.suite_dir), markdown=False):
+        print(notice)
     return 0
 
 

@@ -224,3 +224,4 @@ def _record_settings(run: RunDir, plan: RunPlan) -> None:
 
 def _mark_done(plan: RunPlan) -> None:
     write_json(RunDir(Path(plan.run_dir)).done, {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    RunDir(Path(plan.run_dir)).failed.unlink(missing_ok=True)  # an earlier attempt's failures

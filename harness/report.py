@@ -12,11 +12,15 @@ and every table of the report groups such rows by objective x size: the mean ove
 seeds (here 0.63), its 95% bootstrap interval (harness.aggregate.bootstrap_ci; (0.61, 0.65) with
 two seeds) and, against chance, the centered score ((0.63 - 0.5) / (1 - 0.5) = 0.26).
 
-The report, top to bottom: the data card, training at matched compute (with bits per byte of
-held-out text from the `harness_heldout` entry), the zero-shot table, the fine-tuning table, the
-suite's aggregate (a versioned list of tasks averaged as centered scores), notes on reading it,
-and the list of runs. summary.csv holds, per objective x size, the mean, ci_low and ci_high of
-every number.
+The report, top to bottom: the suite's description, a notice when some planned run is not done
+(each run.yaml is a planned run: it is written before training starts), the runs that are not
+done with their state and the failures of their latest attempt (RUN/FAILED, written by
+harness.schedule), the data card, training at matched compute (with bits per byte of held-out
+text from the `harness_heldout` entry), the zero-shot table, the fine-tuning table, the suite's
+aggregate (a versioned list of tasks averaged as centered scores), notes on reading it, and the
+list of runs. An objective x size with no finished run keeps its row in the training and
+aggregate tables, marked "failed" or "missing". summary.csv holds, per objective x size with a
+finished run, the mean, ci_low and ci_high of every number.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from harness.aggregate import (Aggregate, centered, chance_of, default_aggregate, mean_ci, missing_tasks,
                                resolve_aggregate, run_aggregate)
 from harness.errors import UserError
 from harness.evaluate import HELDOUT_TASK as HELDOUT  # the entry of held-out text: bits/byte, perplexities
-from harness.results import RunDir, read_json, read_yaml, write_atomic
+from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml, write_atomic
 
 HELDOUT_METRICS = ("bits_per_byte", "byte_perplexity", "word_perplexity")
 SHOWN_METRICS = ("acc", "acc_norm", "mcc", "f1")  # the zero-shot table's metrics (summary.csv has all)
@@ -40,6 +45,7 @@ IDENTITY = ["run_id", "objective", "size", "seed", "scoring"]
 ZERO_SHOT_COLUMNS = [*IDENTITY, "entry", "task", "metric", "value", "stderr", "chance", "n", "num_fewshot"]
 FINETUNE_COLUMNS = [*IDENTITY, "task", "metric", "standard", "head", "value", "chance", "majority",
                     "finetune_seeds"]
+PLANNED_COLUMNS = ["run_id", "objective", "size", "seed", "scoring", "finished", "done", "state", "failures"]
 
 
 @dataclass
@@ -50,21 +56,43 @@ class SuiteResults:
     zero_shot: pd.DataFrame  # one row per run x task x metric (ZERO_SHOT_COLUMNS)
     finetune: pd.DataFrame   # one row per run x fine-tuning task x metric (FINETUNE_COLUMNS)
     declared: list[tuple[str | dict, Path]]  # (eval.aggregate, run.yaml) of the runs that declare one
+    planned: pd.DataFrame    # one row per run.yaml, finished or not (PLANNED_COLUMNS)
 
 
-def write_report(suite_dir: Path, title: str, description: str = "") -> tuple[Path, Path]:
+def write_report(suite_dir: Path, title: str, description: str | None = None) -> tuple[Path, Path]:
+    """summary.csv and report.md of every run under `suite_dir`, finished or not. `description`
+    None: the one `harness run` recorded (suite.json). FileNotFoundError without any run.yaml."""
     suite_dir = Path(suite_dir)
     results = collect(suite_dir)
-    if results.runs.empty:
-        raise FileNotFoundError(f"no finished runs under {suite_dir}")
-    aggregate = choose_aggregate(results)
-    per_run = run_aggregates(results, aggregate)
-    summary = summarize(wide(results, per_run, aggregate))
+    if results.planned.empty:
+        raise FileNotFoundError(f"no runs under {suite_dir} (no <run id>/run.yaml)")
+    description = recorded_description(suite_dir) if description is None else description
+    aggregate, per_run, summary = None, None, pd.DataFrame(columns=[*GROUP, "seeds", "scoring"])
+    if not results.runs.empty:
+        aggregate = choose_aggregate(results)
+        per_run = run_aggregates(results, aggregate)
+        summary = summarize(wide(results, per_run, aggregate))
     csv_path, md_path = suite_dir / "summary.csv", suite_dir / "report.md"
     write_atomic(csv_path, summary.to_csv(index=False))
     write_atomic(md_path, render_markdown(title, description, results, summary, aggregate, per_run,
                                           suite_data_card(suite_dir)))
     return csv_path, md_path
+
+
+def recorded_description(suite_dir: Path) -> str:
+    """The description `harness run` recorded in suite.json (pipeline.record_suite)."""
+    record = Path(suite_dir) / SUITE_RECORD
+    return read_json(record).get("description", "") if record.is_file() else ""
+
+
+def run_yamls(suite_dir: Path) -> list[Path]:
+    """The run.yaml of every run the suite plans now, as suite.json lists them: runs trained for
+    older data or settings stay on disk but are not mixed in (every run without a suite.json)."""
+    found = run_yamls(suite_dir)
+    record = Path(suite_dir) / SUITE_RECORD
+    if not record.is_file() or "runs" not in (current := read_json(record)):
+        return found
+    return [path for path in found if path.parent.name in set(current["runs"])]
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -73,7 +101,7 @@ def write_report(suite_dir: Path, title: str, description: str = "") -> tuple[Pa
 def collect(suite_dir: Path) -> SuiteResults:
     """Every run with a training summary under `suite_dir`, in run-id order."""
     runs, zero_shot, finetune, declared = [], [], [], []
-    for run_yaml in sorted(Path(suite_dir).glob("*/run.yaml")):
+    for run_yaml in run_yamls(suite_dir):
         run = RunDir(run_yaml.parent)
         if not run.train_json.exists():
             continue
@@ -91,7 +119,7 @@ def collect(suite_dir: Path) -> SuiteResults:
     # A task reached through two entries (sst2 alone and in the glue tag) counts once per run.
     zero_shot = pd.DataFrame(zero_shot, columns=ZERO_SHOT_COLUMNS).drop_duplicates(["run_id", "task", "metric"])
     return SuiteResults(runs, _numeric(zero_shot), _numeric(pd.DataFrame(finetune, columns=FINETUNE_COLUMNS)),
-                        declared)
+                        declared, planned_runs(suite_dir))
 
 
 def _run_row(train: dict, identity: dict, scores: list[dict]) -> dict:
@@ -148,10 +176,87 @@ def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
 def suite_data_card(suite_dir: Path) -> dict | None:
     """The data card of the suite's data, read from any run's plan (every run shares the data)."""
     from harness.data import PreparedData, data_card
-    run_yaml = next(iter(sorted(Path(suite_dir).glob("*/run.yaml"))), None)
-    if run_yaml is None:
-        return None
-    return data_card(PreparedData.from_dict(read_yaml(run_yaml)["data"]))
+    plans = (read_yaml(run_yaml) or {} for run_yaml in run_yamls(suite_dir))
+    data = next((plan["data"] for plan in plans if plan.get("data")), None)
+    return None if data is None else data_card(PreparedData.from_dict(data))
+
+
+# --- planned runs: which are not done, and why -------------------------------------------------
+
+
+def planned_runs(suite_dir: Path) -> pd.DataFrame:
+    """One row per run.yaml (PLANNED_COLUMNS): whether the run finished training (train.json) and
+    is done (DONE), its state in words, and the failures of its latest attempt (RUN/FAILED)."""
+    rows = []
+    for run_yaml in run_yamls(suite_dir):
+        run, plan = RunDir(run_yaml.parent), read_yaml(run_yaml) or {}
+        failures = read_failures(run, Path(suite_dir))
+        rows.append({"run_id": plan.get("run_id", run.root.name), "size": plan.get("size"),
+                     "objective": plan.get("label") or plan.get("objective"), "seed": plan.get("seed"),
+                     "scoring": plan.get("scoring"), "finished": run.train_json.exists(),
+                     "done": run.done.exists(), "state": run_state(run, plan, failures), "failures": failures})
+    return pd.DataFrame(rows, columns=PLANNED_COLUMNS)
+
+
+def read_failures(run: RunDir, suite_dir: Path) -> list[dict]:
+    """The entries of RUN/FAILED, their log paths relative to the suite's folder."""
+    if not run.failed.exists():
+        return []
+    try:
+        failures = (read_yaml(run.failed) or {}).get("failures") or []
+    except (yaml.YAMLError, AttributeError):
+        failures = [{"failed": "?", "message": f"{run.failed} cannot be read"}]
+    for failure in failures:
+        failure["logs"] = [_relative(path, suite_dir) for path in failure.get("logs") or []]
+    return failures
+
+
+def run_state(run: RunDir, plan: dict, failures: list[dict]) -> str:
+    """Where a run stands, in a few words."""
+    if run.done.exists():
+        return "done"
+    steps = plan.get("steps", "?")
+    if run.train_json.exists():
+        units = [f["failed"] for f in failures if f.get("failed") != "train"]
+        return "trained; failed: " + ", ".join(units) if units else "trained; evaluation unfinished"
+    train = [f for f in failures if f.get("failed") == "train"]
+    if train:
+        return f"training failed at step {train[-1].get('after_step', '?')} of {steps}"
+    logged = max((row.get("step", 0) for row in run.read_metrics()), default=0)
+    latest = run.checkpoints / "latest"
+    if not logged and not latest.exists():
+        return "not started"
+    resume = f"; resumes from checkpoint {latest.read_text().strip()}" if latest.exists() else ""
+    return f"training unfinished at step {logged} of {steps}{resume}"
+
+
+def partial_notice(planned: pd.DataFrame, markdown: bool = True) -> str:
+    """A sentence when some planned run is not done: how many, and where each is named."""
+    if planned.empty or planned["done"].all():
+        return ""
+    failed = int(planned["failures"].map(bool).sum())
+    counts = {"failed": failed, "not trained (absent from the tables)": int((~planned["finished"]).sum()),
+              "trained, evaluation unfinished": int((planned["finished"] & ~planned["done"]).sum())}
+    head = f"Partial results: {int(planned['done'].sum())} of {len(planned)} planned runs are done."
+    return (f"{'**' if markdown else ''}{head}{'**' if markdown else ''} "
+            + "; ".join(f"{n} {what}" for what, n in counts.items() if n)
+            + f". Each is named under Unfinished runs{' and Failed runs' if failed else ''}.")
+
+
+def absent_groups(planned: pd.DataFrame) -> list[dict]:
+    """Each objective x size that is planned but has no run that finished training: how many
+    runs it planned, and "failed" when one of them failed, else "missing"."""
+    known = planned.dropna(subset=GROUP)
+    return [{"objective": objective, "size": size, "planned": len(group), "scoring": group["scoring"].iloc[0],
+             "status": "failed" if group["failures"].map(bool).any() else "missing"}
+            for (objective, size), group in known.groupby(GROUP, sort=False) if not group["finished"].any()]
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 # --- the aggregate -----------------------------------------------------------------------------
@@ -231,11 +336,43 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 def render_markdown(title: str, description: str, results: SuiteResults, summary: pd.DataFrame,
                     aggregate: Aggregate | None = None, per_run: pd.DataFrame | None = None,
                     card: dict | None = None) -> str:
-    runs = results.runs[["run_id", "objective", "size", "seed", "steps", "val_loss", "wall_time_s"]]
-    parts = [f"# {title}", description.strip(), _data_table(card), _training_table(summary),
-             _zero_shot_table(results.zero_shot), _finetune_table(results.finetune),
-             _aggregate_table(per_run, aggregate), _reading_notes(), "## Runs", runs.to_markdown(index=False)]
+    absent = absent_groups(results.planned)
+    parts = [f"# {title}", description.strip(), partial_notice(results.planned),
+             _unfinished_table(results.planned), _failed_table(results.planned), _data_table(card),
+             _training_table(summary, results.planned), _zero_shot_table(results.zero_shot, absent),
+             _finetune_table(results.finetune, absent), _aggregate_table(per_run, aggregate, absent),
+             _reading_notes(), _runs_table(results.runs)]
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _runs_table(runs: pd.DataFrame) -> str:
+    if runs.empty:
+        return ""
+    shown = runs[["run_id", "objective", "size", "seed", "steps", "val_loss", "wall_time_s"]]
+    return "## Runs\n\n" + shown.to_markdown(index=False)
+
+
+def _unfinished_table(planned: pd.DataFrame) -> str:
+    rows = [{"run": row["run_id"], "objective": _text(row["objective"]), "size": _text(row["size"]),
+             "seed": _text(row["seed"]), "state": row["state"]}
+            for row in planned.to_dict("records") if not row["done"]]
+    if not rows:
+        return ""
+    return ("## Unfinished runs\n\nPlanned runs (each has a run.yaml) that are not done. Running the "
+            "suite again resumes them; a run folder that no longer belongs to the suite can be "
+            "deleted.\n\n" + _markdown(pd.DataFrame(rows)))
+
+
+def _failed_table(planned: pd.DataFrame) -> str:
+    rows = [{"run": row["run_id"], "failed": failure.get("failed", "?"), "error": _cell(failure.get("message")),
+             "at step": f"{failure.get('after_step', '?')} of {failure.get('steps', '?')}",
+             "when (UTC)": _text(failure.get("when")), "logs": ", ".join(failure["logs"]) or "—"}
+            for row in planned.to_dict("records") for failure in row["failures"]]
+    if not rows:
+        return ""
+    return ("## Failed runs\n\nThe failures of each run's latest attempt. `<run>/FAILED` holds each "
+            "error's last lines, and `<run>/logs/` the whole output of every worker and evaluation "
+            "unit.\n\n" + _markdown(pd.DataFrame(rows)))
 
 
 def _data_table(card: dict | None) -> str:
@@ -256,10 +393,26 @@ def _data_table(card: dict | None) -> str:
     return "## Data\n\n" + " ".join(lines) + "\n\n" + _markdown(pd.DataFrame(rows))
 
 
-def _training_table(summary: pd.DataFrame) -> str:
+def _training_table(summary: pd.DataFrame, planned: pd.DataFrame) -> str:
+    """One row per objective x size; one without a finished run says "failed" or "missing"."""
+    table = _trained_rows(summary, planned) if len(summary) else pd.DataFrame(columns=TRAINING_HEADERS)
+    absent = [{header: group["status"] for header in table.columns}
+              | {"objective": group["objective"], "size": group["size"], "seeds": f"0 of {group['planned']}"}
+              for group in absent_groups(planned)]
+    if absent:
+        table = pd.concat([table, pd.DataFrame(absent, columns=table.columns)], ignore_index=True)
+    return "## Training at matched compute\n\n" + _markdown(table)
+
+
+# The training table's columns when no run has finished (the rows then all say why).
+TRAINING_HEADERS = ["objective", "size", "seeds", "params", "params trained", "FLOPs spent", "tokens seen",
+                    "val loss [95% CI]", "uniform loss ln V", "bits/byte held-out [95% CI]", "wall time (s)"]
+
+
+def _trained_rows(summary: pd.DataFrame, planned: pd.DataFrame) -> pd.DataFrame:
     trained = "params_trained_mean" if "params_trained_mean" in summary else "params_mean"
-    table = pd.DataFrame({
-        "objective": summary["objective"], "size": summary["size"], "seeds": summary["seeds"],
+    return pd.DataFrame({
+        "objective": summary["objective"], "size": summary["size"], "seeds": _seeds_text(summary, planned),
         "params": summary["params_mean"].map(lambda v: f"{v:,.0f}"),
         "params trained": summary[trained].map(lambda v: f"{v:,.0f}"),
         "FLOPs spent": summary["flops_spent_mean"].map(lambda v: f"{v:.4g}"),
@@ -269,10 +422,19 @@ def _training_table(summary: pd.DataFrame) -> str:
         "bits/byte held-out [95% CI]": _mean_ci_text(summary, "bits_per_byte"),
         "wall time (s)": summary["wall_time_s_mean"].map(lambda v: f"{v:.0f}"),
     })
-    return "## Training at matched compute\n\n" + _markdown(table)
 
 
-def _zero_shot_table(zero_shot: pd.DataFrame) -> str:
+def _seeds_text(summary: pd.DataFrame, planned: pd.DataFrame) -> pd.Series:
+    """Finished seeds, and "of N" when more were planned."""
+    counts = planned.dropna(subset=GROUP).groupby(GROUP).size().to_dict()
+
+    def cell(row: pd.Series) -> str:
+        of = counts.get((row["objective"], row["size"]), 0)
+        return f"{row['seeds']} of {of}" if of > row["seeds"] else str(row["seeds"])
+    return summary.apply(cell, axis=1)
+
+
+def _zero_shot_table(zero_shot: pd.DataFrame, absent: list[dict]) -> str:
     shown = zero_shot[zero_shot["metric"].isin(SHOWN_METRICS)].sort_values(["task", "metric"], kind="stable")
     if shown.empty:
         return ""
@@ -288,11 +450,11 @@ def _zero_shot_table(zero_shot: pd.DataFrame) -> str:
                      "stderr (lm-eval)": _fmt(group["stderr"].mean())})
     return ("## Zero-shot evaluation (lm-eval)\n\nOne row per task × metric × objective × size. "
             "`mean` and `95% CI` are over pretraining seeds; `centered` is (mean − chance) / (1 − chance); "
-            "`stderr (lm-eval)` is lm-eval's standard error over the task's documents, averaged over seeds.\n\n"
-            + _markdown(pd.DataFrame(rows)))
+            "`stderr (lm-eval)` is lm-eval's standard error over the task's documents, averaged over seeds."
+            + _absent_note(absent) + "\n\n" + _markdown(pd.DataFrame(rows)))
 
 
-def _finetune_table(finetune: pd.DataFrame) -> str:
+def _finetune_table(finetune: pd.DataFrame, absent: list[dict]) -> str:
     standard = finetune[finetune["standard"].astype(bool)].sort_values("task", kind="stable")
     if standard.empty:
         return ""
@@ -307,11 +469,11 @@ def _finetune_table(finetune: pd.DataFrame) -> str:
                      "baseline": _fmt(group["chance"].mean()), "majority acc": _fmt(group["majority"].mean())})
     return ("## Fine-tuning\n\nEach pretraining run is fine-tuned once per fine-tuning seed; `mean of medians` "
             "is the mean over pretraining seeds of each run's median over fine-tuning seeds, in the task's "
-            "standard metric. `baseline` is that metric for the majority-class (or uniform) guess.\n\n"
-            + _markdown(pd.DataFrame(rows)))
+            "standard metric. `baseline` is that metric for the majority-class (or uniform) guess."
+            + _absent_note(absent) + "\n\n" + _markdown(pd.DataFrame(rows)))
 
 
-def _aggregate_table(per_run: pd.DataFrame | None, aggregate: Aggregate | None) -> str:
+def _aggregate_table(per_run: pd.DataFrame | None, aggregate: Aggregate | None, absent: list[dict]) -> str:
     if per_run is None:
         return ""
     rows = []
@@ -322,6 +484,9 @@ def _aggregate_table(per_run: pd.DataFrame | None, aggregate: Aggregate | None) 
                      "runs with every task": f"{group['aggregate'].notna().sum()}/{len(group)}",
                      "mean": _fmt(mean), "95% CI": _ci(low, high),
                      "missing": ", ".join(missing)})
+    rows += [{"objective": group["objective"], "size": group["size"], "scoring": _text(group["scoring"]),
+              "runs with every task": f"0/{group['planned']}", "mean": group["status"], "95% CI": "—",
+              "missing": ""} for group in absent]
     tasks = ", ".join(f"{task} ({metric})" for task, metric in aggregate.tasks.items())
     return (f"## Aggregate: {aggregate.name}, version {aggregate.version} (`{aggregate.key}`)\n\n"
             f"Mean centered score over {tasks}. 0 is chance, 1 is perfect. The mean and interval are "
@@ -354,6 +519,23 @@ def _reading_notes() -> str:
         "with two and four choices average fairly (Matthews correlation has chance 0). The "
         "aggregate is the mean centered score over a versioned task list: the same key always "
         "means the same tasks.")
+
+
+def _absent_note(absent: list[dict]) -> str:
+    if not absent:
+        return ""
+    groups = ", ".join(f"{g['objective']} ({g['size']}, {g['status']})" for g in absent)
+    return f" Not here, for want of a finished run: {groups}."
+
+
+def _cell(text) -> str:
+    """Text for one markdown cell: one line, no column separator, at most 200 characters."""
+    text = " ".join(str(text or "").split()).replace("|", "\\|")
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _text(value) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def _markdown(table: pd.DataFrame) -> str:

@@ -11,6 +11,8 @@
     <results>/<suite>/<run_id>/eval/<entry>.json     lm-eval's results for one task, group or tag
     <results>/<suite>/<run_id>/finetune/<task>.json  the fine-tuning track, one classification task
     <results>/<suite>/<run_id>/DONE            written when nothing is left to do
+    <results>/<suite>/<run_id>/FAILED          what failed in the latest attempt (harness.schedule)
+    <results>/<suite>/<run_id>/logs/           each worker's and each unit's whole output
     <results>/<suite>/suite.json               the suite's name, profile, description and current runs
     <results>/<suite>/.lock                    held by the one command writing here
     <results>/<suite>/summary.csv, report.md
@@ -102,6 +104,8 @@ class RunDir:
     eval_dir = property(lambda self: self.root / "eval")
     finetune_dir = property(lambda self: self.root / "finetune")
     done = property(lambda self: self.root / "DONE")
+    failed = property(lambda self: self.root / "FAILED")
+    logs = property(lambda self: self.root / "logs")
 
     @property
     def state(self) -> str:

@@ -7,35 +7,169 @@ once where the cluster has room. After training, each unit of evaluation (one lm
 group or tag, the held-out bits per byte, one fine-tuning task) is a Ray task of its own, so
 units of one run and of different runs proceed in parallel where resources allow. At most as many runs are in
 flight as the cluster can hold, so no trainer sits waiting for workers.
+
+What fails is kept in the run directory, so that the terminal can stay short: each training
+worker and each unit writes its whole output (stdout, stderr, the traceback) to
+`RUN/logs/worker-<rank>.log` or `RUN/logs/<kind>-<name>.log`, and every failure of a run's latest
+attempt is described in `RUN/FAILED` (one YAML file per run, its `failures` a list: the training,
+or one entry per failed unit). Training that later succeeds removes it; so does the run's DONE.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
 import time
+import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil  # a dependency of Ray and DeepSpeed
 import ray
+import yaml
 
 import harness
 import objectives
+from harness.errors import UserError
 from harness.plan import RunPlan
 from harness.progress import Progress, duration
+from harness.results import RunDir, read_yaml, write_atomic
+
+TAIL_LINES = 30  # of an error's text, kept in RUN/FAILED (the whole output is in RUN/logs/)
 
 
 def connect(address: str | None, use_gpu: bool) -> None:
     """Start an embedded Ray, or join the cluster at `address` ('auto' or HOST:PORT)."""
-    env = {"env_vars": {"DS_ACCELERATOR": "cuda" if use_gpu else "cpu", "PYTHONUNBUFFERED": "1"}}
+    env = runtime_env(use_gpu)
     if address:
         # Ship this checkout's packages, so that cluster nodes run the same code as the driver.
         env["py_modules"] = [os.path.dirname(harness.__file__), os.path.dirname(objectives.__file__)]
-        ray.init(address=address, runtime_env=env, log_to_driver=False)
+        join(address, env)
     else:
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=env,
-                 log_to_driver=False, configure_logging=False)
+        start_embedded(env)
+
+
+def runtime_env(use_gpu: bool) -> dict:
+    # Ray Train would also copy every print() of a worker to its logger, doubling RUN/logs/.
+    return {"env_vars": {"DS_ACCELERATOR": "cuda" if use_gpu else "cpu", "PYTHONUNBUFFERED": "1",
+                         "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}
+
+
+# --- starting and joining Ray ------------------------------------------------------------------
+# Under load, an embedded Ray can miss its own start-up waits ("The current node timed out during
+# startup": Ray waits a fixed 30 s for the raylet to register). The start is then cleaned up and
+# tried once more, without the dashboard (less to start), and with longer waits where Ray reads
+# them from the environment: for the GCS port and connection, for the core worker's raylet, and
+# for worker registration (a user's longer values are kept).
+FIRST_START = {"include_dashboard": True, "dashboard_host": "127.0.0.1"}
+RETRY_START = {"include_dashboard": False}
+RETRY_WAITS = {"RAY_gcs_server_port_wait_time_s": 120, "RAY_raylet_start_wait_time_s": 120,
+               "RAY_worker_register_timeout_seconds": 180}
+
+
+def start_embedded(runtime_env: dict, first: dict = FIRST_START, retry: dict = RETRY_START,
+                   log: Callable[[str], None] = print) -> None:
+    """ray.init an embedded Ray with `first`; if that fails, clean up and try `retry` once.
+    Both failing is a UserError saying what happened and what to try."""
+    try:
+        _init_embedded(runtime_env, first)
+        return
+    except Exception as e:  # any start-up failure: timeouts, a port taken meanwhile, ...
+        log(f"Ray did not start ({_last_line(e)}); starting it again with longer waits, no dashboard")
+    try:
+        with _longer_waits(RETRY_WAITS):
+            _init_embedded(runtime_env, retry)
+    except Exception as e:
+        raise UserError(
+            f"Ray did not start, twice (the second time without the dashboard and with longer "
+            f"waits): {_last_line(e)}. The machine may be too busy: try again when it is less "
+            f"loaded, or start Ray yourself (`ray start --head`, with its own --temp-dir if you like) "
+            f"and pass --address auto. Ray's own logs are in its temp dir "
+            f"(/tmp/ray/session_latest/logs by default).", where="ray (embedded)") from None
+
+
+def _init_embedded(runtime_env: dict, settings: dict) -> None:
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    try:
+        ray.init(runtime_env=runtime_env, log_to_driver=False, configure_logging=False, **settings)
+    except BaseException:
+        _stop_new_children(before)  # what the failed start left running, and only that
+        raise
+
+
+def _stop_new_children(before: set[int]) -> None:
+    new = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    for process in new:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(new, timeout=10)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
+@contextlib.contextmanager
+def _longer_waits(waits: dict[str, int]) -> Iterator[None]:
+    """These Ray settings (seconds) at least `waits` for the block; Ray's processes inherit them."""
+    saved = {key: os.environ.get(key) for key in waits}
+    for key, seconds in waits.items():
+        current = saved[key] or ""
+        os.environ[key] = str(max(seconds, int(current) if current.isdigit() else 0))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def join(address: str, runtime_env: dict) -> None:
+    """ray.init on an existing cluster; a refused token or no cluster there is a UserError."""
+    try:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    except Exception as e:
+        if auth_refused(e):
+            raise UserError(auth_message(address), where="--address") from None
+        if isinstance(e, ConnectionError):
+            raise UserError(f"no Ray cluster could be joined at {address}: {_last_line(e)}",
+                            where="--address") from None
+        raise
+
+
+def auth_refused(error: BaseException) -> bool:
+    """Whether Ray refused to connect for want of the cluster's token. ray.init reports it as a
+    ConnectionError whose cause holds the AuthenticationError, sometimes only as text."""
+    from ray.exceptions import AuthenticationError
+
+    return any(isinstance(e, AuthenticationError) or "AuthenticationError" in str(e)
+               or "InvalidAuthToken" in str(e) for e in _chain(error))
+
+
+def auth_message(address: str) -> str:
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if (mode or "").lower() == "token":
+        problem = "refused the token this client sent (RAY_AUTH_MODE is 'token' here)"
+    else:
+        problem = (f"requires token authentication, which is off here (RAY_AUTH_MODE is "
+                   f"{repr(mode) if mode else 'not set'})")
+    return (f"the Ray cluster at {address} {problem}. Set RAY_AUTH_MODE=token, and the cluster's "
+            f"token in RAY_AUTH_TOKEN or in a file named by RAY_AUTH_TOKEN_PATH (default "
+            f"~/.ray/auth_token); `ray get-auth-token` on the head node prints it")
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
 
 
 def shutdown() -> None:
@@ -47,11 +181,9 @@ def _fit(plan: dict) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from harness.train import train_worker
-
     res = plan["resources"]
     trainer = TorchTrainer(
-        train_worker, train_loop_config=plan,
+        _train_logged, train_loop_config=plan,
         scaling_config=ScalingConfig(num_workers=res["workers_per_run"], use_gpu=res["use_gpu"],
                                      resources_per_worker={"CPU": res["cpus_per_worker"]}),
         torch_config=TorchConfig(backend="nccl" if res["use_gpu"] else "gloo"),
@@ -60,15 +192,59 @@ def _fit(plan: dict) -> None:
     trainer.fit()
 
 
+def _train_logged(plan: dict) -> dict:
+    """harness.train.train_worker, its output and traceback in RUN/logs/worker-<rank>.log."""
+    from ray.train import get_context
+
+    from harness.train import train_worker
+
+    with output_to(RunDir(Path(plan["run_dir"])).logs / f"worker-{get_context().get_world_rank()}.log"):
+        return train_worker(plan)
+
+
 @ray.remote
 def _unit(plan: dict, kind: str, name: str, run_unit: Callable[[dict, str, str], dict]) -> dict:
-    return run_unit(plan, kind, name)
+    with output_to(RunDir(Path(plan["run_dir"])).logs / f"{kind}-{name.replace('/', '_')}.log"):
+        return run_unit(plan, kind, name)
+
+
+@contextlib.contextmanager
+def output_to(log: Path) -> Iterator[None]:
+    """This process's stdout and stderr appended to `log` for the block, then the traceback of
+    any error. Ray does not send worker output to the terminal (log_to_driver=False)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as f, _descriptors_to(f):
+        print(f"--- {_utc_now()}, process {os.getpid()} ---", flush=True)
+        try:
+            yield
+        except BaseException:
+            traceback.print_exc()
+            raise
+
+
+@contextlib.contextmanager
+def _descriptors_to(f) -> Iterator[None]:
+    """File descriptors 1 and 2 to the open file `f` for the block: C++ output (gloo, DeepSpeed's
+    ops) goes there too, not only Python's."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    os.dup2(f.fileno(), 1)
+    os.dup2(f.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 @dataclass
 class Outcome:
     finished: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # "run_id" or "run_id kind name" -> why
+    failed: dict[str, str] = field(default_factory=dict)  # "run_id" or "run_id kind name" -> one line
 
 
 def execute(work: list[tuple[RunPlan, bool, list[tuple[str, str]]]],
@@ -76,7 +252,8 @@ def execute(work: list[tuple[RunPlan, bool, list[tuple[str, str]]]],
             progress: Progress, poll_s: float = 10.0) -> Outcome:
     """Train the runs that need it (as many at once as the cluster holds), then submit each run's
     evaluation units as Ray tasks, all at once: Ray runs them in parallel as resources allow.
-    `on_done(plan)` once every unit of a run has succeeded."""
+    `on_done(plan)` once every unit of a run has succeeded. A failure is written to the run's
+    FAILED (see the module docstring) and shown as one line."""
     trainings = deque(plan for plan, trains, _ in work if trains)
     units = {plan.run_id: list(pending) for plan, _, pending in work}
     left = {plan.run_id: len(pending) for plan, _, pending in work}
@@ -109,12 +286,14 @@ def execute(work: list[tuple[RunPlan, bool, list[tuple[str, str]]]],
             try:
                 ray.get(ref)
             except Exception as e:  # a failed run or unit must not stop the others
-                outcome.failed[" ".join(what.split())] = _short(e)
-                progress.event(f"{what} FAILED after {duration(time.time() - t0)}: {_short(e)}")
+                line = record_failure(plan, kind, name, e, first=plan.run_id not in broken)
+                outcome.failed[" ".join(what.split())] = line
+                progress.event(f"{what} FAILED after {duration(time.time() - t0)}: {line}")
                 broken.add(plan.run_id)
                 continue
             progress.event(f"{what} finished in {duration(time.time() - t0)}")
             if kind == "train":
+                RunDir(Path(plan.run_dir)).failed.unlink(missing_ok=True)  # an earlier attempt's
                 submit_units(plan)
                 continue
             left[plan.run_id] -= 1
@@ -125,6 +304,71 @@ def execute(work: list[tuple[RunPlan, bool, list[tuple[str, str]]]],
             if kind == "train":
                 progress.training(plan.run_id, Path(plan.run_dir))
     return outcome
+
+
+# --- RUN/FAILED ----------------------------------------------------------------------------------
+
+
+def record_failure(plan: RunPlan, kind: str, name: str, error: BaseException, first: bool) -> str:
+    """Describe the failure in RUN/FAILED (replacing an earlier attempt's when `first` of this
+    attempt, else added to its list); return it in one line for the terminal."""
+    run = RunDir(Path(plan.run_dir))
+    entry = {"failed": f"{kind} {name}".strip(), **describe(error), "when": _utc_now(),
+             "after_step": _last_step(run), "steps": plan.steps,
+             "logs": [str(p) for p in sorted(run.logs.glob(_log_pattern(kind, name)))]}
+    failures = [] if first or not run.failed.exists() else read_yaml(run.failed).get("failures", [])
+    write_atomic(run.failed, _literal_yaml({"run_id": plan.run_id, "failures": [*failures, entry]}))
+    return f"{entry['message'][:200]} (see {run.failed} and logs/)"
+
+
+def describe(error: BaseException) -> dict:
+    """The type of what really failed (a Ray Train worker's exception, not Ray's wrapper), the
+    last line of its text, and the last TAIL_LINES lines of the whole text."""
+    root = getattr(error, "cause", None) or error  # RayTaskError(X) carries X as .cause
+    failures = getattr(root, "worker_failures", None)  # Ray Train: {rank: exception}
+    if failures:
+        root = failures[min(failures)]
+    name = type(root).__name__
+    lines = [line.rstrip() for line in _ANSI.sub("", str(error)).strip().splitlines() if line.strip()]
+    message = lines[-1] if lines else name
+    head, colon, text = message.partition(": ")
+    if colon and head.split(".")[-1] == name:  # "harness.errors.UserError: x" -> "UserError: x"
+        message = f"{name}: {text}"
+    elif not message.startswith(name):
+        message = f"{name}: {message}"
+    return {"error": name, "message": message, "error_tail": "\n".join(lines[-TAIL_LINES:])}
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the names of remote functions
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line for line in _ANSI.sub("", str(error)).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
+
+
+def _last_step(run: RunDir) -> int:
+    """The last step in metrics.jsonl: how far the attempt got (0 before the first logged step)."""
+    return max((row.get("step", 0) for row in run.read_metrics()), default=0)
+
+
+def _log_pattern(kind: str, name: str) -> str:
+    return "worker-*.log" if kind == "train" else f"{kind}-{name.replace('/', '_')}.log"
+
+
+def _literal_yaml(data: dict) -> str:
+    """YAML with multi-line text as literal blocks, so that a traceback reads as one."""
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper, value: str):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+    Dumper.add_representer(str, text)
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True)
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _unit_resources(plan: RunPlan) -> dict:
@@ -139,8 +383,3 @@ def _slots(resources: dict) -> int:
         return max(1, int(total.get("GPU", 0)) // resources["workers_per_run"])
     need = resources["workers_per_run"] * resources["cpus_per_worker"]
     return max(1, int(total.get("CPU", 0)) // need)
-
-
-def _short(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[-1][:300] if text else type(error).__name__

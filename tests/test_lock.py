@@ -71,7 +71,7 @@ def test_the_lock_of_a_process_that_ended_is_taken_over_with_a_notice(tmp_path):
     notices = []
     with SuiteLock(tmp_path, notice=notices.append):
         assert read_holder(tmp_path / LOCK_NAME)["pid"] == os.getpid()
-    assert len(notices) == 1 and f"stale lock" in notices[0] and f"pid {pid}" in notices[0]
+    assert len(notices) == 1 and "stale lock" in notices[0] and f"pid {pid}" in notices[0]
     assert not (tmp_path / LOCK_NAME).exists()  # released on exit
 
 

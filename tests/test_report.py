@@ -6,6 +6,7 @@ and `mlm` (pseudo-log-likelihood, two seeds, no likelihood, never evaluated on s
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -93,6 +94,7 @@ def write_run(suite: Path, objective: str, seed: int, data: dict, aggregate=None
                    lm_eval_file("harness_heldout", "harness_heldout", SCORING[objective], metrics, None))
     for task, medians in FINETUNE[objective].items():
         write_json(run / "finetune" / f"{task}.json", finetune_file(task, objective, medians[seed]))
+    write_json(run / "DONE", {"finished_at": "2026-01-01T00:00:00"})
     return run
 
 
@@ -205,7 +207,9 @@ def test_declared_aggregate_wins_and_an_unknown_one_is_a_user_error(tmp_path):
 
 def test_report_keeps_data_card_notes_and_runs(suite):
     report = write_report(suite, "Demo", "Two objectives.")[1].read_text()
-    assert report.startswith("# Demo\n\nTwo objectives.\n\n## Data")
+    assert report.startswith("# Demo\n\nTwo objectives.\n\n**Partial results: 5 of 6 planned runs are done.** "
+                             "1 not trained (absent from the tables).")  # the fixture's unfinished run
+    assert "\n## Data\n" in report
     assert "Entropy floor of the held-out text" in report and "0.2205 bits/byte" in report
     assert "centered" in report.split("## Reading this report")[1]
     assert len(markdown_table(report, "Runs")) == 5
@@ -225,3 +229,42 @@ def test_previous_evaluation_format_is_still_read(tmp_path):
     write_json(run / "eval" / "synthetic_glue.json", {"acc": 0.5})
     with pytest.raises(UserError, match="not an evaluation result"):
         write_report(suite, "Old")
+
+
+def test_partial_report_names_each_unfinished_run_with_its_state(suite):
+    data = data_dict(suite.parent / "data")
+    trained = suite / "mlm-mini-s1-0123abcd"
+    (trained / "DONE").unlink()  # trained; its evaluation was cut short
+    interrupted = suite / "clm-mini-s3-0123abcd"  # stopped after a checkpoint at step 40
+    write_yaml(interrupted / "run.yaml", {"run_id": interrupted.name, "objective": "clm", "label": "clm",
+                                          "size": "mini", "seed": 3, "steps": 100, "scoring": "loglikelihood",
+                                          "data": data})
+    (interrupted / "metrics.jsonl").write_text("".join(
+        json.dumps({"kind": "train", "step": step, "loss": 3.0}) + "\n" for step in (20, 40, 45)))
+    (interrupted / "checkpoints").mkdir()
+    (interrupted / "checkpoints" / "latest").write_text("step40")
+    failed = suite / "ul2-mini-s0-0123abcd"  # as harness.schedule records a failure (see test_failures)
+    write_yaml(failed / "run.yaml", {"run_id": failed.name, "objective": "ul2", "label": "ul2", "size": "mini",
+                                     "seed": 0, "steps": 100, "scoring": "prefix-loglikelihood", "data": data})
+    write_yaml(failed / "FAILED", {"run_id": failed.name, "failures": [{
+        "failed": "train", "error": "RuntimeError", "message": "RuntimeError: a | b\nc", "error_tail": "...",
+        "when": "2026-01-01T00:00:00+00:00", "after_step": 30, "steps": 100,
+        "logs": [str(failed / "logs" / "worker-0.log")]}]})
+
+    report = write_report(suite, "Demo")[1].read_text()
+    assert ("**Partial results: 4 of 8 planned runs are done.** 1 failed; 3 not trained (absent from the "
+            "tables); 1 trained, evaluation unfinished. Each is named under Unfinished runs and Failed runs.") in report
+    states = {r["run"]: r["state"] for r in markdown_table(report, "Unfinished runs")}
+    assert states == {interrupted.name: "training unfinished at step 45 of 100; resumes from checkpoint step40",
+                      trained.name: "trained; evaluation unfinished", "unfinished-run": "not started",
+                      failed.name: "training failed at step 30 of 100"}
+    assert "| RuntimeError: a \\| b c " in report  # one line; the pipe escaped, not a column
+    assert markdown_table(report.replace("\\|", "/"), "Failed runs") == [{
+        "run": failed.name, "failed": "train", "error": "RuntimeError: a / b c", "at step": "30 of 100",
+        "when (UTC)": "2026-01-01T00:00:00+00:00", "logs": f"{failed.name}/logs/worker-0.log"}]
+    training = markdown_table(report, "Training")
+    assert row(training, objective="clm")["seeds"] == "3 of 4" and row(training, objective="mlm")["seeds"] == "2"
+    assert row(training, objective="ul2")["seeds"] == "0 of 1" and row(training, objective="ul2")["FLOPs spent"] == "failed"
+    ul2 = row(markdown_table(report, "Aggregate"), objective="ul2")
+    assert (ul2["mean"], ul2["runs with every task"], ul2["scoring"]) == ("failed", "0/1", "prefix-loglikelihood")
+    assert "Not here, for want of a finished run: ul2 (mini, failed)." in report.split("## Zero-shot")[1]
