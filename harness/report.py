@@ -88,7 +88,7 @@ def recorded_description(suite_dir: Path) -> str:
 def run_yamls(suite_dir: Path) -> list[Path]:
     """The run.yaml of every run the suite plans now, as suite.json lists them: runs trained for
     older data or settings stay on disk but are not mixed in (every run without a suite.json)."""
-    found = run_yamls(suite_dir)
+    found = sorted(Path(suite_dir).glob("*/run.yaml"))
     record = Path(suite_dir) / SUITE_RECORD
     if not record.is_file() or "runs" not in (current := read_json(record)):
         return found

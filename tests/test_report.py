@@ -268,3 +268,19 @@ def test_partial_report_names_each_unfinished_run_with_its_state(suite):
     ul2 = row(markdown_table(report, "Aggregate"), objective="ul2")
     assert (ul2["mean"], ul2["runs with every task"], ul2["scoring"]) == ("failed", "0/1", "prefix-loglikelihood")
     assert "Not here, for want of a finished run: ul2 (mini, failed)." in report.split("## Zero-shot")[1]
+
+
+def test_runs_the_suite_no_longer_plans_are_left_out(suite):
+    """suite.json lists the runs the suite plans now; a finished run trained for older data (a
+    changed tokenizer, say) stays on disk but is not mixed into the tables."""
+    old = write_run(suite.parent / "elsewhere", "clm", 0, data_dict(suite.parent / "older-data"))
+    for name in ("run.yaml", "train.json"):  # the same run, under the id of other data
+        text = (old / name).read_text().replace("0123abcd", "99999999")
+        (old / name).write_text(text)
+    old.rename(suite / "clm-mini-s0-99999999")
+    current = sorted(p.name for p in suite.iterdir() if p.name != "clm-mini-s0-99999999")
+    write_json(suite / "suite.json", {"name": "demo", "description": "", "runs": current})
+    summary = pd.read_csv(write_report(suite, "Demo")[0]).set_index("objective")
+    assert summary.loc["clm", "seeds"] == 3  # not 4: the older run is not counted
+    report = (suite / "report.md").read_text()
+    assert "clm-mini-s0-99999999" not in report
