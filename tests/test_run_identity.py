@@ -11,7 +11,8 @@ from harness.suite import Suite
 
 BASE = {"name": "identity", "sizes": ["tiny"], "seeds": [0], "budget": {"tokens": 2e4, "min_steps": 5},
         "data": {"synthetic": {"entities": 8, "documents": 200, "seed": 5}, "seq_len": 32},
-        "resources": {"workers_per_run": 1}, "eval": {"tasks": ["synthetic_glue"]}}
+        "train": {"micro_batch_size": 4}, "resources": {"workers_per_run": 1},
+        "eval": {"tasks": ["synthetic_glue"]}}
 
 
 def _plans(results, objectives):
