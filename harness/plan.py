@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.budget import micro_step_flops, solve_steps
+from harness.budget import solve_steps, step_cost
 from harness.data import BlockSampler, PreparedData, load_tokenizer
 from harness.errors import UserError
 from harness.models import SIZES, model_factory, parameter_count
@@ -141,14 +141,15 @@ def _eval_settings(suite: Suite) -> dict:
 def _ledger(suite: Suite, data: PreparedData, entry, size: str) -> dict:
     cls = registry.get(entry.name)
     objective = cls(cls.Config(**entry.config), vocab_of(data))
-    module = objective.build_model(model_factory(SIZES[size], vocab_size=data.vocab_size,
-                                                 special=data.special_tokens, max_len=suite.data.seq_len))
+    make = model_factory(SIZES[size], vocab_size=data.vocab_size, special=data.special_tokens,
+                         max_len=suite.data.seq_len)
     train, workers = suite.train, suite.resources.workers_per_run
     block_length = objective.block_length(suite.data.seq_len)
-    sampler = BlockSampler(data.train_tokens, data.dtype, block_length, seed=0)
-    blocks = [sampler.batch(step=i, micro=0, rank=0, batch_size=train.micro_batch_size) for i in range(3)]
+    blocks = _count_blocks(data, block_length, train.micro_batch_size)
+    # Counted on fake weights: planning a large model costs neither its memory nor its arithmetic.
+    micro_flops, module = step_cost(objective, make, blocks, seed=0)
     micro_steps = train.grad_accum * workers
-    flops_per_step = micro_step_flops(objective, module, blocks, seed=0) * micro_steps
+    flops_per_step = micro_flops * micro_steps
     tokens_per_step = train.micro_batch_size * block_length * micro_steps
     steps = solve_steps(suite.budget, flops_per_step=flops_per_step,
                         tokens_per_step=tokens_per_step, label=f"{entry.name}/{size}")
@@ -159,6 +160,12 @@ def _ledger(suite: Suite, data: PreparedData, entry, size: str) -> dict:
                 params=parameter_count(objective.export_model(module)),
                 params_trained=parameter_count(module), block_length=block_length,
                 scoring_args={"max_length": suite.data.seq_len, **objective.scoring_args(suite.data.seq_len)})
+
+
+def _count_blocks(data: PreparedData, block_length: int, batch_size: int) -> list:
+    """The training blocks the FLOPs are counted on: the first three micro-batches of rank 0."""
+    sampler = BlockSampler(data.train_tokens, data.dtype, block_length, seed=0)
+    return [sampler.batch(step=i, micro=0, rank=0, batch_size=batch_size) for i in range(3)]
 
 
 def vocab_of(data: dict | PreparedData) -> Vocab:
