@@ -46,3 +46,18 @@ def tiny_data(tmp_path_factory):
                      val_fraction=0.1, eval_examples=40)
     tokens = [*BASE_SPECIAL_TOKENS, "[MASK]", "[CLS]", "[SEP]"]
     return prepare(cfg, tokens, tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def every_objective_data(tmp_path_factory):
+    """A small synthetic corpus whose tokenizer carries every special token of every registered
+    objective (the conformance battery and the FLOP counts run every objective on it)."""
+    from harness.data import BASE_SPECIAL_TOKENS, DataConfig, prepare
+    from harness.synthetic import WorldConfig
+    from objectives import registry
+    tokens = list(BASE_SPECIAL_TOKENS)
+    for name in registry.names():
+        tokens += [t for t in registry.get(name).special_tokens if t not in tokens]
+    cfg = DataConfig(synthetic=WorldConfig(entities=12, documents=600, seed=3), seq_len=64,
+                     val_fraction=0.1, eval_examples=20)
+    return prepare(cfg, tokens, tmp_path_factory.mktemp("every_objective"))

@@ -18,10 +18,9 @@ import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensor
 
 from harness.budget import micro_step_flops, shapes_only, step_cost
-from harness.data import BASE_SPECIAL_TOKENS, BlockSampler, DataConfig, prepare
+from harness.data import BlockSampler
 from harness.models import SIZES, model_factory, parameter_count
 from harness.plan import vocab_of
-from harness.synthetic import WorldConfig
 from objectives import registry
 from objectives.base import IGNORE_INDEX
 from objectives.clm import CausalLM
@@ -47,14 +46,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """A corpus whose tokenizer carries every special token of every registered objective."""
-    tokens = list(BASE_SPECIAL_TOKENS)
-    for name in registry.names():
-        tokens += [t for t in registry.get(name).special_tokens if t not in tokens]
-    cfg = DataConfig(synthetic=WorldConfig(entities=12, documents=600, seed=3), seq_len=SEQ_LEN,
-                     val_fraction=0.1, eval_examples=20)
-    return prepare(cfg, tokens, tmp_path_factory.mktemp("budget"))
+def data(every_objective_data):
+    return every_objective_data
 
 
 def _setup(data, name: str, size: str, config: dict, objective_cls=None):

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import BASE_SPECIAL_TOKENS, BlockSampler, DataConfig, prepare
+from harness.data import BlockSampler
 from harness.models import SIZES, model_factory, parameter_count
 from harness.plan import vocab_of
-from harness.synthetic import WorldConfig
 from objectives import registry
 from objectives.base import check_batch
 
@@ -35,14 +34,8 @@ SETTINGS: dict[str, dict] = {
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """A corpus whose tokenizer carries every special token of every registered objective."""
-    tokens = list(BASE_SPECIAL_TOKENS)
-    for name in registry.names():
-        tokens += [t for t in registry.get(name).special_tokens if t not in tokens]
-    cfg = DataConfig(synthetic=WorldConfig(entities=12, documents=600, seed=3), seq_len=SEQ_LEN,
-                     val_fraction=0.1, eval_examples=20)
-    return prepare(cfg, tokens, tmp_path_factory.mktemp("conformance"))
+def data(every_objective_data):
+    return every_objective_data
 
 
 def test_every_registered_objective_has_settings():
