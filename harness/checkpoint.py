@@ -18,7 +18,6 @@ with torch's weights-only loader, which builds tensors, containers and the few D
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -26,7 +25,7 @@ import shutil
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.results import read_json, write_json
+from harness.results import file_sha256, read_json, write_json
 
 MANIFEST = "MANIFEST.json"
 KEEP = 2  # complete checkpoints kept: the newest may be torn later, the one before it still resumes
@@ -57,7 +56,7 @@ def folders(checkpoints: Path) -> list[Path]:
 def seal(folder: Path, step: int) -> None:
     """Write the manifest of a checkpoint every rank has finished saving (rank 0 only)."""
     write_json(folder / MANIFEST, {"step": step, "files": {
-        _name(p, folder): _sha256(p, flush=True) for p in _files(folder)}})
+        _name(p, folder): _synced_sha256(p) for p in _files(folder)}})
 
 
 def prune(checkpoints: Path) -> None:
@@ -84,14 +83,11 @@ def _name(path: Path, folder: Path) -> str:
     return path.relative_to(folder).as_posix()
 
 
-def _sha256(path: Path, flush: bool = False) -> str:
-    digest = hashlib.sha256()
+def _synced_sha256(path: Path) -> str:
+    # torch.save does not fsync: the data must be on disk before the manifest is
     with path.open("rb") as f:
-        if flush:  # torch.save does not fsync: the data must be on disk before the manifest is
-            os.fsync(f.fileno())
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        os.fsync(f.fileno())
+    return file_sha256(path)
 
 
 # --- checking ----------------------------------------------------------------------------------
@@ -113,7 +109,7 @@ def problem(folder: Path) -> str | None:
     if extra:
         return f"{folder / extra[0]} is not listed in {MANIFEST}"
     for name, path in present.items():
-        if _sha256(path) != listed[name]:
+        if file_sha256(path) != listed[name]:
             return f"{path} does not match its sha256 in {MANIFEST}"
     return None
 

@@ -19,6 +19,7 @@ from harness.budget import solve_steps, step_cost
 from harness.data import BlockSampler, PreparedData, load_tokenizer
 from harness.errors import UserError
 from harness.models import SIZES, model_factory, parameter_count
+from harness.results import file_sha256
 from harness.suite import Suite
 from objectives import registry
 from objectives.base import Vocab
@@ -83,7 +84,7 @@ def run_id(suite: Suite, objective, size: str, seed: int, data: PreparedData) ->
 
 def tokenizer_sha256(tokenizer_dir: Path) -> str:
     """The tokenizer's content (vocabulary, merges, special tokens), as the model sees it."""
-    return hashlib.sha256((Path(tokenizer_dir) / "tokenizer.json").read_bytes()).hexdigest()
+    return file_sha256(Path(tokenizer_dir) / "tokenizer.json")
 
 
 def plan_suite(suite: Suite, data: PreparedData, results_dir: Path) -> list[RunPlan]:

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -60,6 +61,19 @@ def _create_beside(path: Path) -> tuple[int, Path]:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp  # umask applies
         except FileExistsError:
             continue
+
+
+def hash_file(path: Path, digest=None):
+    """`digest` (a new sha256 when None) updated with the bytes of `path`, read in 1 MiB chunks."""
+    digest = hashlib.sha256() if digest is None else digest
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest
+
+
+def file_sha256(path: Path) -> str:
+    return hash_file(path).hexdigest()
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from harness.errors import UserError, did_you_mean
+from harness.results import hash_file
 from harness.results import write_atomic as _write_atomic
 
 # Scoring method (declared by each objective) -> lm-eval model name.
@@ -174,9 +175,7 @@ def model_sha256(model_dir: Path) -> str:
     digest = hashlib.sha256()
     for path in safetensors_weights(model_dir):
         digest.update(path.name.encode())
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        hash_file(path, digest)
     return digest.hexdigest()
 
 

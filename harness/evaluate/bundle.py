@@ -34,7 +34,6 @@ is pointed at that machine's lm-eval install and at its own new place when it is
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import json
 import shutil
@@ -45,7 +44,7 @@ import yaml
 
 from harness.errors import UserError, did_you_mean
 from harness.evaluate import _quiet
-from harness.results import replace_dir, write_atomic, write_json
+from harness.results import file_sha256, replace_dir, write_atomic, write_json
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -236,15 +235,7 @@ def _dataset_label(config: dict) -> str:
 
 
 def _file_record(bundle_dir: Path, relative: str, rows: int) -> dict:
-    return {"file": relative, "rows": rows, "sha256": _sha256(bundle_dir / relative)}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return {"file": relative, "rows": rows, "sha256": file_sha256(bundle_dir / relative)}
 
 
 # -- the YAMLs, for this machine ---------------------------------------------------------------
@@ -256,7 +247,7 @@ def _check_data(bundle_dir: Path, manifest: dict) -> None:
             path = bundle_dir / record["file"]
             if not path.is_file():
                 raise UserError(f"data of task '{name}' ({split}) is missing; {MAKE_HINT}", where=str(path))
-            if _sha256(path) != record["sha256"]:
+            if file_sha256(path) != record["sha256"]:
                 raise UserError(f"data of task '{name}' ({split}) differs from the one stored (sha256 "
                                 f"mismatch); the file was changed or damaged; {MAKE_HINT}", where=str(path))
 
