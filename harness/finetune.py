@@ -50,37 +50,17 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from harness.errors import UserError, did_you_mean
 from harness.evaluate import safetensors_weights
 from harness.models import pad_right
 from harness.results import write_json
+from harness.suite import FinetuneConfig
 
 GLUE_PATH = "nyu-mll/glue"
 WHERE = "eval.finetune.tasks"
 HEADS = {"encoder": "first-token", "decoder": "last-token", "encoder-decoder": "encoder-mean"}
-
-
-class FinetuneConfig(BaseModel):
-    """The fixed fine-tuning recipe every pretrained model of a suite gets on every task."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tasks: list[str] = Field(default_factory=list, description="classification tasks to fine-tune on "
-                             "(FINETUNE_TASKS); none means no fine-tuning track")
-    lr: float = Field(1e-4, gt=0, description="peak learning rate; 1e-4 is ELECTRA's base-size rate, "
-                      "between its small (3e-4) and large (5e-5) ones, so it suits tiny to base models")
-    epochs: float = Field(3.0, gt=0, description="passes over the training split (fractions allowed)")
-    batch_size: int = Field(32, ge=1, description="examples per optimizer step")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
-                             description="one fine-tuning per seed (head, dropout, order); the median is reported")
-    max_length: int | None = Field(None, ge=2, description="tokens per example, longer ones cut; "
-                                   "None: the run's seq_len")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and norms)")
-    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="share of the steps the learning rate warms up")
-    max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps per seed")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.data import DataConfig
 from harness.errors import UserError
-from harness.finetune import FinetuneConfig
 from harness.models import SIZES
 
 DEFAULT_PROFILE = "default"
@@ -86,6 +85,24 @@ class ResourcesConfig(Strict):
     workers_per_run: int = Field(2, gt=0, description="DeepSpeed processes (Ray Train workers) per run")
     use_gpu: bool = Field(False, description="one GPU per worker; otherwise CPU processes with gloo")
     cpus_per_worker: int = Field(1, gt=0)
+
+
+class FinetuneConfig(Strict):
+    """The fixed fine-tuning recipe every pretrained model of a suite gets on every task."""
+
+    tasks: list[str] = Field(default_factory=list, description="classification tasks to fine-tune on "
+                             "(FINETUNE_TASKS); none means no fine-tuning track")
+    lr: float = Field(1e-4, gt=0, description="peak learning rate; 1e-4 is ELECTRA's base-size rate, "
+                      "between its small (3e-4) and large (5e-5) ones, so it suits tiny to base models")
+    epochs: float = Field(3.0, gt=0, description="passes over the training split (fractions allowed)")
+    batch_size: int = Field(32, ge=1, description="examples per optimizer step")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
+                             description="one fine-tuning per seed (head, dropout, order); the median is reported")
+    max_length: int | None = Field(None, ge=2, description="tokens per example, longer ones cut; "
+                                   "None: the run's seq_len")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and norms)")
+    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="share of the steps the learning rate warms up")
+    max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps per seed")
 
 
 class EvalConfig(Strict):
