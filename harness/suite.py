@@ -12,6 +12,7 @@ downstream receives the whole suite.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 import types
 import typing
@@ -219,7 +220,8 @@ class _KeyedError(ValueError):
 def load_suite(path: str | Path, profile: str = DEFAULT_PROFILE, overrides: list[str] = ()) -> Suite:
     """Read, merge and validate a suite; every problem is one UserError naming file and key."""
     path = Path(path)
-    raw = _read_yaml(path)
+    layers = read_with_includes(path)
+    raw = functools.reduce(lambda base, layer: deep_merge(base, layer[1]), reversed(layers), {})
     profiles = raw.pop("profiles", None) or {}
     if not isinstance(profiles, dict):
         raise UserError("expected a mapping of profile name -> overrides", where=f"{path}: profiles")
@@ -227,11 +229,41 @@ def load_suite(path: str | Path, profile: str = DEFAULT_PROFILE, overrides: list
         _check_default_name(path)
         raw["name"] = path.stem
     for name in [DEFAULT_PROFILE, *profiles]:  # a typo in any profile is an error everywhere
-        _resolve(path, raw, profiles, name, [])
+        _resolve(layers, raw, profiles, name, [])
     if profile != DEFAULT_PROFILE and profile not in profiles:
         known = ", ".join([DEFAULT_PROFILE, *profiles])
         raise UserError(f"no profile '{profile}' in the suite (profiles: {known})", where=str(path))
-    return _resolve(path, raw, profiles, profile, list(overrides))
+    return _resolve(layers, raw, profiles, profile, list(overrides))
+
+
+def read_with_includes(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """The suite file and the files it includes, nearest first: [(file, mapping), ...].
+
+    `include: FILE` (or a list of files), relative to the including file, names mappings the
+    file is merged onto: the including file wins, and of several includes the later one wins.
+    Includes may include; a file that includes itself, directly or not, is an error."""
+    raw = _read_yaml(path)
+    targets = raw.pop("include", None)
+    if targets is None:
+        return [(path, raw)]
+    if isinstance(targets, str):
+        targets = [targets]
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise UserError("expected a file name or a list of file names", where=f"{path}: include")
+    layers = [(path, raw)]
+    for target in reversed(targets):
+        layers += read_with_includes(_included(path, target, (*chain, path)), (*chain, path))
+    return layers
+
+
+def _included(path: Path, target: str, chain: tuple[Path, ...]) -> Path:
+    file = (path.parent / target).resolve()
+    if file in {p.resolve() for p in chain}:
+        cycle = " -> ".join(str(p) for p in (*chain, file))
+        raise UserError(f"include cycle: {cycle}", where=f"{path}: include")
+    if not file.is_file():
+        raise UserError(f"no such file to include: {file}", where=f"{path}: include")
+    return file
 
 
 def _check_default_name(path: Path) -> None:
@@ -252,7 +284,9 @@ def _read_yaml(path: Path) -> dict:
     return raw
 
 
-def _resolve(path: Path, raw: dict, profiles: dict, profile: str, overrides: list[str]) -> Suite:
+def _resolve(layers: list[tuple[Path, dict]], raw: dict, profiles: dict, profile: str,
+             overrides: list[str]) -> Suite:
+    path = layers[0][0]
     overlay = {} if profile == DEFAULT_PROFILE else profiles.get(profile) or {}
     if not isinstance(overlay, dict):
         raise UserError("expected a mapping of overrides", where=f"{path}: profiles.{profile}")
@@ -262,7 +296,7 @@ def _resolve(path: Path, raw: dict, profiles: dict, profile: str, overrides: lis
     try:
         return Suite.model_validate(merged)
     except ValidationError as e:
-        raise _user_error(path, e, profile, overlay, set_paths) from None
+        raise _user_error(layers, e, profile, set_paths) from None
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:
@@ -299,7 +333,7 @@ def apply_override(config: dict, item: str) -> tuple[str, ...]:
 # Error messages
 
 
-def _user_error(path: Path, error: ValidationError, profile: str, overlay: dict,
+def _user_error(layers: list[tuple[Path, dict]], error: ValidationError, profile: str,
                 set_paths: list[tuple[str, ...]]) -> UserError:
     err = error.errors()[0]
     ctx_error = (err.get("ctx") or {}).get("error")
@@ -310,13 +344,26 @@ def _user_error(path: Path, error: ValidationError, profile: str, overlay: dict,
     key = _dotted(loc)
     if any(loc[:len(p)] == p or p[:len(loc)] == loc for p in set_paths):
         where = f"--set {key}"
-    elif _has_path(overlay, loc):
-        where = f"{path}: profiles.{profile}.{key}"
     else:
-        where = f"{path}: {key}" if key else str(path)
+        where = _origin(layers, loc, profile)
     more = len(error.errors()) - 1
     return UserError(message + (f" (and {more} more problem{'s' * (more > 1)})" if more else ""),
                      where=where)
+
+
+def _origin(layers: list[tuple[Path, dict]], loc: tuple, profile: str) -> str:
+    """The file and key that set `loc`: a profile's overlay first, then the suite file, then
+    the files it includes (nearest first); the suite file itself when no file sets it."""
+    key = _dotted(loc)
+    if profile != DEFAULT_PROFILE:
+        for file, raw in layers:
+            if _has_path(raw, ("profiles", profile, *loc)):
+                return f"{file}: profiles.{profile}.{key}"
+    for file, raw in layers:
+        if key and _has_path(raw, loc):
+            return f"{file}: {key}"
+    path = layers[0][0]
+    return f"{path}: {key}" if key else str(path)
 
 
 def _describe(err: dict, model: type[BaseModel] | None = None) -> str:
