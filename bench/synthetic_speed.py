@@ -18,7 +18,9 @@ import json
 import time
 
 
-from harness.synthetic import WorldConfig, build_world, document_logprob, stream
+from harness.synthetic import WorldConfig, build_world
+from harness.synthetic.entropy import document_logprob
+from harness.synthetic.generator import stream
 
 CHUNK = 10_000  # documents between checks of the token count
 

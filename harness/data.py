@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import json
 import re
 import secrets
@@ -232,7 +231,7 @@ def cache_key(cfg: DataConfig, special_tokens: Sequence[str]) -> str:
 
 def _generator_version() -> str:
     # The synthetic corpus and the tasks are functions of this code: an edit to it means new data.
-    return hashlib.sha256(inspect.getsource(synthetic).encode()).hexdigest()[:16]
+    return hashlib.sha256(synthetic.generator_source().encode()).hexdigest()[:16]
 
 
 def _check_vocab_size(cfg: TokenizerConfig, specials: Sequence[str]) -> None:

@@ -10,29 +10,12 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from harness.synthetic import (
-    ATTRIBUTES,
-    CORRUPTIONS,
-    KINDS,
-    LETTERS,
-    TASK_SPLITS,
-    TASKS,
-    WorldConfig,
-    build_world,
-    corpus,
-    corpus_logprobs,
-    derivations,
-    document_logprob,
-    documents,
-    entropy_bits_per_byte,
-    glue_rows,
-    hellaswag_rows,
-    mmlu_rows,
-    parse,
-    regenerate,
-    rte_rows,
-    uncorrupt,
-)
+from harness.synthetic import TASK_SPLITS, TASKS, WorldConfig, build_world, corpus, corpus_logprobs
+from harness.synthetic.draft import uncorrupt
+from harness.synthetic.entropy import derivations, document_logprob, entropy_bits_per_byte, parse, regenerate
+from harness.synthetic.generator import documents
+from harness.synthetic.language import ATTRIBUTES, CORRUPTIONS, KINDS, LETTERS
+from harness.synthetic.tasks import glue_rows, hellaswag_rows, mmlu_rows, rte_rows
 
 CFG = WorldConfig(seed=3, entities=12, documents=200)
 

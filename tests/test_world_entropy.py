@@ -12,19 +12,11 @@ import math
 
 import pytest
 
-from harness.synthetic import (
-    CORRUPTIONS,
-    KINDS,
-    WorldConfig,
-    build_world,
-    corpus_logprobs,
-    document_logprob,
-    documents,
-    entropy_bits_per_byte,
-    enumerate_documents,
-    parse,
-    uncorrupt,
-)
+from harness.synthetic import WorldConfig, build_world, corpus_logprobs, entropy_bits_per_byte
+from harness.synthetic.draft import uncorrupt
+from harness.synthetic.entropy import document_logprob, enumerate_documents, parse
+from harness.synthetic.generator import documents
+from harness.synthetic.language import CORRUPTIONS, KINDS
 
 TINY = WorldConfig(seed=1, entities=5, attributes=("pet", "sibling"), richness=1, max_sentences=2)
 N_SAMPLES = 20_000
