@@ -163,42 +163,48 @@ def _cmd_objectives(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from harness.evaluate import HELDOUT_TASK
-    from harness.pipeline import preflight_eval, run_unit
-    from harness.plan import RunPlan
-    from harness.results import RunDir, read_yaml
-
-    run = RunDir(args.run_dir)
-    if not run.run_yaml.is_file():
-        raise UserError("not a run directory (run.yaml is missing)", where=str(args.run_dir))
-    if not run.train_json.is_file() or not run.model.is_dir():
-        raise UserError("this run has not finished training (train.json or model/ is missing); "
-                        "`harness run` its suite first", where=str(args.run_dir))
-    plan = RunPlan.from_dict(read_yaml(run.run_yaml))
-    ev = dict(plan.eval)
-    tasks = args.tasks or [*ev["tasks"], *([HELDOUT_TASK] if plan.defines_likelihood and ev["bits_per_byte"] else [])]
-    for key in ("bundle", "num_fewshot", "limit", "batch_size"):
-        if getattr(args, key) is not None:
-            ev[key] = str(args.bundle.resolve()) if key == "bundle" else getattr(args, key)
-    bundle = Path(ev["bundle"]) if ev["bundle"] else None
-    preflight_eval(tasks, args.finetune, Path(plan.data["tasks_dir"]), bundle)
-    # The directory given is the one evaluated and written, wherever the run was trained: a
-    # copied run must never write into its original.
-    plan = RunPlan.from_dict({**plan.to_dict(), "eval": ev, "run_dir": str(run.root.resolve())})
-    units = [("eval", task) for task in tasks] + [("finetune", task) for task in args.finetune]
     from harness.lock import SuiteLock
     from harness.report import write_report
+    from harness.plan import RunPlan
+    from harness.units import check_loads, units_of
+
+    run = _trained_run(args.run_dir)
+    plan = RunPlan.read(run.run_yaml)
+    job = _eval_job(plan, args, run)
+    todo = units_of(job, tasks=args.tasks, finetune=args.finetune)
+    check_loads(todo)
     with SuiteLock(run.root.resolve().parent, "harness eval"):
-        for i, (kind, name) in enumerate(units, 1):
-            print(f"[{i}/{len(units)}] {kind} {name} ...", flush=True)
-            result = run_unit(plan.to_dict(), kind, name)
-            print(f"    {_result_line(kind, result)}", flush=True)
+        for i, unit in enumerate(todo, 1):
+            print(f"[{i}/{len(todo)}] {unit.label} ...", flush=True)
+            print(f"    {_result_line(unit.kind, unit.run())}", flush=True)
         try:
             _, md_path = write_report(run.root.parent, f"Suite {plan.suite}")
             print(f"report: {md_path}")
         except FileNotFoundError:
             pass
     return 0
+
+
+def _trained_run(run_dir: Path):
+    from harness.results import RunDir
+
+    run = RunDir(run_dir)
+    if not run.run_yaml.is_file():
+        raise UserError("not a run directory (run.yaml is missing)", where=str(run_dir))
+    if not run.train_json.is_file() or not run.model.is_dir():
+        raise UserError("this run has not finished training (train.json or model/ is missing); "
+                        "`harness run` its suite first", where=str(run_dir))
+    return run
+
+
+def _eval_job(plan, args, run):
+    """The run's evaluation job with the command line's settings over the suite's. The directory
+    given is the one evaluated and written, wherever the run was trained: a copied run must never
+    write into its original."""
+    given = {"bundle": args.bundle.resolve() if args.bundle else None, "num_fewshot": args.num_fewshot,
+             "limit": args.limit, "batch_size": args.batch_size}
+    settings = plan.eval.model_copy(update={k: v for k, v in given.items() if v is not None})
+    return plan.eval_job().model_copy(update={"eval": settings, "run_dir": run.root.resolve()})
 
 
 def _result_line(kind: str, result: dict) -> str:

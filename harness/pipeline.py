@@ -8,17 +8,16 @@ evaluation tasks.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from pathlib import Path
 
-from harness import report
+from harness import report, units
 from harness.data import BASE_SPECIAL_TOKENS, PreparedData, prepare
 from harness.errors import UserError
 from harness.plan import RunPlan, check_validation_split, plan_suite
 from harness.progress import Progress
-from harness.evaluate import HELDOUT_TASK, safetensors_weights
+from harness.evaluate import safetensors_weights
 from harness.lock import SuiteLock
 from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml, write_json, write_yaml
 from harness.suite import Suite
@@ -37,7 +36,7 @@ def prepare_and_plan(suite: Suite, results_root: Path) -> tuple[PreparedData, li
     check_writable(results_root, where="--results")
     data = prepare(suite.data, special_tokens(suite), cache_root=results_root / "_data")
     check_validation_split(suite, data)
-    preflight_eval(suite.eval.tasks, suite.eval.finetune.tasks, data.tasks_dir, suite.eval.bundle)
+    units.preflight(suite.eval.tasks, suite.eval.finetune.tasks, data.tasks_dir, suite.eval.bundle)
     return data, plan_suite(suite, data, results_root / suite.name)
 
 
@@ -61,14 +60,6 @@ def check_writable(folder: Path, where: str) -> None:
                 f.rmdir()
 
 
-def preflight_eval(tasks, finetune_tasks, tasks_dir: Path, bundle: Path | None) -> None:
-    """Every evaluation and fine-tuning task loads, before any cluster resource is taken."""
-    from harness.evaluate import check_tasks
-    from harness.finetune import check_finetune_tasks
-    check_tasks(tasks, tasks_dir, bundle)
-    check_finetune_tasks(list(finetune_tasks), tasks_dir, bundle)
-
-
 def run_suite(suite: Suite, results_root: Path, address: str | None = None,
               progress: Progress | None = None) -> int:
     """Train and evaluate every unfinished run, then write the report; 0 when all succeeded."""
@@ -87,7 +78,7 @@ def run_suite(suite: Suite, results_root: Path, address: str | None = None,
             from harness import schedule  # ray is imported only when there is work for it
             schedule.connect(address, use_gpu=suite.resources.use_gpu)
             try:
-                outcome = schedule.execute(work, run_unit, _mark_done, progress)
+                outcome = schedule.execute(work, mark_done, progress)
             finally:
                 schedule.shutdown()
         csv_path, md_path = report.write_report(suite_dir, f"Suite {suite.name}", suite.description)
@@ -121,107 +112,49 @@ def _note_superseded(suite_dir: Path, plans: list[RunPlan], progress: Progress) 
             f"special tokens, budget or training settings); kept, but not in the report: {', '.join(old)}")
 
 
-# --- units of evaluation ---------------------------------------------------------------------
-# After training, a run is evaluated in units, each one Ray task writing one file:
-#   ("eval", entry)      eval/<entry>.json       an lm-eval task, group or tag of eval.tasks
-#   ("eval", heldout)    eval/harness_heldout.json   bits per byte, likelihood objectives only
-#   ("finetune", task)   finetune/<task>.json    the fine-tuning track
-# A unit is pending while its file is missing or was written for other settings, so adding a
-# task to a finished suite evaluates that task alone.
-
-
-def units_of(plan: RunPlan) -> list[tuple[str, str]]:
-    ev = plan.eval
-    units = [("eval", task) for task in ev["tasks"]]
-    if plan.defines_likelihood and ev["bits_per_byte"]:
-        units.append(("eval", HELDOUT_TASK))
-    return units + [("finetune", task) for task in ev["finetune"]["tasks"]]
-
-
-def pending_units(plan: RunPlan) -> list[tuple[str, str]]:
-    return [unit for unit in units_of(plan) if not _unit_current(plan, *unit)]
-
-
-def _unit_current(plan: RunPlan, kind: str, name: str) -> bool:
-    run = RunDir(Path(plan.run_dir))
-    path = (run.eval_dir if kind == "eval" else run.finetune_dir) / f"{name}.json"
-    if not path.exists():
-        return False
-    try:
-        written = read_json(path)
-    except ValueError:  # cut short: evaluate again
-        return False
-    if kind == "eval":
-        return written.get("harness", {}).get("request") == _eval_request(plan, name)
-    return written.get("settings") == _finetune_settings(plan)
-
-
-def _eval_request(plan: RunPlan, entry: str) -> dict:
-    if entry == HELDOUT_TASK:
-        return {"num_fewshot": None, "limit": None}
-    return {"num_fewshot": plan.eval["num_fewshot"], "limit": plan.eval["limit"]}
-
-
-def _finetune_settings(plan: RunPlan) -> dict:
-    return {k: v for k, v in plan.eval["finetune"].items() if k != "tasks"}
-
-
-def run_unit(plan_dict: dict, kind: str, name: str) -> dict:
-    """One unit of a trained run (runs inside a Ray task)."""
-    plan = RunPlan.from_dict(plan_dict)
-    run, ev = RunDir(Path(plan.run_dir)), plan.eval
-    tasks_dir = Path(plan.data["tasks_dir"])
-    bundle = Path(ev["bundle"]) if ev["bundle"] else None
-    if kind == "finetune":
-        from harness.finetune import FinetuneConfig, finetune_model
-        return finetune_model(run.model, plan.architecture, name, FinetuneConfig(**ev["finetune"]),
-                              tasks_dir=tasks_dir, bundle_dir=bundle, max_length=plan.seq_len,
-                              out_dir=run.finetune_dir)
-    from harness.evaluate import evaluate_entry
-    request = _eval_request(plan, name)
-    return evaluate_entry(run.model, plan.scoring, name, tasks_dir=tasks_dir, out_dir=run.eval_dir,
-                          bundle=bundle, num_fewshot=request["num_fewshot"], batch_size=ev["batch_size"],
-                          limit=request["limit"], seed=plan.seed, model_args=plan.scoring_args,
-                          cache_dir=run.eval_dir / ".cache" if ev["cache"] else None)
-
-
-def _pending(plans: list[RunPlan], progress: Progress) -> list[tuple[RunPlan, bool, list]]:
-    """(plan, whether it trains first, its pending units) for every run with work left;
-    writes each run's run.yaml."""
+def _pending(plans: list[RunPlan], progress: Progress) -> list[units.RunWork]:
+    """The runs with work left (training, or units not yet current); writes each run's run.yaml
+    and marks DONE the runs that turn out finished."""
     work, counts = [], {"done": 0, "evaluate": 0, "partial": 0, "new": 0}
     for plan in plans:
-        run = RunDir(Path(plan.run_dir))
+        run = RunDir(plan.run_dir)
         _record_settings(run, plan)
         state = run.state
         trained = state in ("done", "trained")
-        units = pending_units(plan) if trained else units_of(plan)
-        if trained and not units:
+        todo = units.units_of(plan.eval_job())
+        todo = units.pending(todo) if trained else todo
+        if trained and not todo:
             counts["done"] += 1
             if state != "done":
-                _mark_done(plan)
+                mark_done(run.root)
             continue
         counts["evaluate" if trained else state] += 1
         if state == "partial":
-            for note in run.check_checkpoint(plan.resources["workers_per_run"], plan.train["zero_stage"]):
-                progress.event(f"run {plan.run_id}: {note}")
+            _check_resumable(run, plan, progress)
         if trained:
             safetensors_weights(run.model)  # a planted pickle is refused before Ray starts
             run.done.unlink(missing_ok=True)
-        work.append((plan, not trained, units))
+        work.append(units.RunWork(plan.run_id, plan.run_dir, plan.steps, None if trained else plan.train_job(), todo))
     progress.event(f"{len(plans)} runs: {counts['done']} done, {counts['evaluate']} to evaluate, "
                    f"{counts['partial']} to resume, {counts['new']} to train")
     return work
+
+
+def _check_resumable(run: RunDir, plan: RunPlan, progress: Progress) -> None:
+    for note in run.check_checkpoint(plan.resources.workers_per_run, plan.train.zero_stage):
+        progress.event(f"run {plan.run_id}: {note}")
 
 
 def _record_settings(run: RunDir, plan: RunPlan) -> None:
     """run.yaml holds the settings the run was last asked for (evaluation settings may change
     between invocations; the report reads the declared aggregate from it). Rewritten only when
     they differ, so a re-run with nothing to do touches no file."""
-    settings = json.loads(json.dumps(plan.to_dict()))  # as YAML reads it back: tuples are lists
+    settings = plan.record()
     if not run.run_yaml.exists() or read_yaml(run.run_yaml) != settings:
         write_yaml(run.run_yaml, settings)
 
 
-def _mark_done(plan: RunPlan) -> None:
-    write_json(RunDir(Path(plan.run_dir)).done, {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    RunDir(Path(plan.run_dir)).failed.unlink(missing_ok=True)  # an earlier attempt's failures
+def mark_done(run_dir: Path) -> None:
+    run = RunDir(run_dir)
+    write_json(run.done, {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    run.failed.unlink(missing_ok=True)  # an earlier attempt's failures

@@ -9,31 +9,35 @@ settings are not part of it, so changing the evaluation never retrains a model.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
 
 from harness.budget import solve_steps, step_cost
-from harness.data import BlockSampler, PreparedData, load_tokenizer
+from harness.data import BlockSampler, PreparedData
 from harness.errors import UserError
 from harness.models import SIZES, model_factory, parameter_count
-from harness.results import file_sha256
-from harness.suite import Suite
+from harness.results import file_sha256, read_yaml
+from harness.suite import EvalConfig, ResourcesConfig, Strict, Suite, TrainConfig
 from objectives import registry
 from objectives.base import Vocab
 
 
-@dataclass(frozen=True)
-class RunPlan:
-    """Everything one training run and its evaluation need, JSON-able for Ray and run.yaml."""
+class RunPlan(Strict):
+    """One run of a suite, resolved: what it trains, what it costs and how it is evaluated.
+
+    RUN/run.yaml is this record; the report and `harness eval` read it back through this type.
+    The components that do the work get only their part: `train_job()` for the training workers,
+    `eval_job()` for the units of evaluation."""
 
     run_id: str
     suite: str
     objective: str
     label: str           # the objective's name in the report (two configs of one objective differ)
-    objective_config: dict
+    objective_config: dict[str, Any]
     architecture: str
     scoring: str
     defines_likelihood: bool
@@ -47,19 +51,12 @@ class RunPlan:
     params_trained: int  # everything optimized (with extra heads, a generator)
     seq_len: int
     block_length: int    # raw tokens per example (span corruption reads more than seq_len)
-    scoring_args: dict
-    run_dir: str
-    data: dict = field(repr=False)       # PreparedData.to_dict()
-    train: dict = field(repr=False)      # TrainConfig
-    resources: dict = field(repr=False)  # ResourcesConfig
-    eval: dict = field(repr=False)       # EvalConfig
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RunPlan:
-        return cls(**d)
+    scoring_args: dict[str, Any]
+    run_dir: Path
+    data: PreparedData = Field(repr=False)
+    train: TrainConfig = Field(repr=False)
+    resources: ResourcesConfig = Field(repr=False)
+    eval: EvalConfig = Field(repr=False)
 
     @property
     def total_flops(self) -> float:
@@ -68,6 +65,78 @@ class RunPlan:
     @property
     def total_tokens(self) -> int:
         return self.steps * self.tokens_per_step
+
+    def record(self) -> dict:
+        """run.yaml's content: plain YAML types, paths as text."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def read(cls, path: Path) -> RunPlan:
+        """A run.yaml read back; one that does not describe a run is a UserError."""
+        try:
+            return cls.model_validate(read_yaml(path))
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(part) for part in err["loc"])
+            raise UserError(f"not a run record of this harness: {key}: {err['msg']}", where=str(path)) from None
+
+    def train_job(self) -> TrainJob:
+        return TrainJob(**{name: getattr(self, name) for name in TrainJob.model_fields})
+
+    def eval_job(self) -> EvalJob:
+        return EvalJob(run_id=self.run_id, run_dir=self.run_dir, seed=self.seed, steps=self.steps,
+                       architecture=self.architecture, scoring=self.scoring,
+                       defines_likelihood=self.defines_likelihood, scoring_args=self.scoring_args,
+                       seq_len=self.seq_len, tasks_dir=self.data.tasks_dir, eval=self.eval,
+                       use_gpu=self.resources.use_gpu)
+
+
+class TrainJob(Strict):
+    """What every worker of a training run needs (harness.train), and nothing of evaluation."""
+
+    run_id: str
+    objective: str
+    objective_config: dict[str, Any]
+    size: str
+    seed: int
+    steps: int
+    warmup_steps: int
+    flops_per_step: float
+    tokens_per_step: int
+    params: int
+    params_trained: int
+    seq_len: int
+    block_length: int
+    run_dir: Path
+    data: PreparedData
+    train: TrainConfig
+    resources: ResourcesConfig
+
+    @property
+    def total_flops(self) -> float:
+        return self.steps * self.flops_per_step
+
+    @property
+    def total_tokens(self) -> int:
+        return self.steps * self.tokens_per_step
+
+
+class EvalJob(Strict):
+    """What one unit of evaluation or fine-tuning needs (harness.units): the trained run's
+    folder, how its model is scored, the task files and the eval settings; nothing of training."""
+
+    run_id: str
+    run_dir: Path
+    seed: int
+    steps: int  # of the training, for the record of a failure
+    architecture: str
+    scoring: str
+    defines_likelihood: bool
+    scoring_args: dict[str, Any]
+    seq_len: int
+    tasks_dir: Path
+    eval: EvalConfig
+    use_gpu: bool
 
 
 def run_id(suite: Suite, objective, size: str, seed: int, data: PreparedData) -> str:
@@ -98,9 +167,8 @@ def plan_suite(suite: Suite, data: PreparedData, results_dir: Path) -> list[RunP
                 plans.append(RunPlan(
                     run_id=rid, suite=suite.name, objective=entry.name, label=entry.display,
                     objective_config=dict(entry.config), size=size, seed=seed,
-                    run_dir=str(results_dir / rid), seq_len=suite.data.seq_len,
-                    data=data.to_dict(), train=suite.train.model_dump(),
-                    resources=suite.resources.model_dump(), eval=_eval_settings(suite),
+                    run_dir=results_dir / rid, seq_len=suite.data.seq_len, data=data,
+                    train=suite.train, resources=suite.resources, eval=_eval_settings(suite),
                     **ledger))
     return plans
 
@@ -131,12 +199,11 @@ def _more_validation(suite: Suite, data: PreparedData) -> str:
     return f"raise data.val_fraction (now {data.val_fraction})"
 
 
-def _eval_settings(suite: Suite) -> dict:
-    """The eval section as plain data, the bundle made absolute for the Ray workers."""
-    settings = suite.eval.model_dump(mode="json")
-    if settings["bundle"]:
-        settings["bundle"] = str(Path(settings["bundle"]).resolve())
-    return settings
+def _eval_settings(suite: Suite) -> EvalConfig:
+    """The eval section, its bundle made absolute for the Ray workers."""
+    if suite.eval.bundle is None:
+        return suite.eval
+    return suite.eval.model_copy(update={"bundle": suite.eval.bundle.resolve()})
 
 
 def _ledger(suite: Suite, data: PreparedData, entry, size: str) -> dict:
@@ -169,16 +236,7 @@ def _count_blocks(data: PreparedData, block_length: int, batch_size: int) -> lis
     return [sampler.batch(step=i, micro=0, rank=0, batch_size=batch_size) for i in range(3)]
 
 
-def vocab_of(data: dict | PreparedData) -> Vocab:
-    data = data if isinstance(data, PreparedData) else PreparedData.from_dict(data)
-    # The data layer found the sentence ends when it cut its sentence index (any tokenizer,
-    # pretrained ones too); older entries without them fall back to the vocabulary scan.
-    sentence_end = data.sentence_end or _sentence_ends(str(data.tokenizer_dir))
-    return Vocab(data.vocab_size, data.special_tokens, sentence_end)
-
-
-@functools.lru_cache(maxsize=8)
-def _sentence_ends(tokenizer_dir: str) -> tuple[int, ...]:
-    """Ids of the tokens that end a sentence, for objectives that cut text into sentences."""
-    vocab = load_tokenizer(Path(tokenizer_dir)).get_vocab()
-    return tuple(sorted(i for token, i in vocab.items() if token.lstrip("\u2581 ") in {".", "!", "?"}))
+def vocab_of(data: PreparedData) -> Vocab:
+    """What the objectives need to know of the suite's tokenizer (sentence ends: found by the data
+    layer when it prepared the entry, for any tokenizer)."""
+    return Vocab(data.vocab_size, data.special_tokens, data.sentence_end)

@@ -36,9 +36,11 @@ import yaml
 import harness
 import objectives
 from harness.errors import UserError
-from harness.plan import RunPlan
+from harness.plan import TrainJob
+from harness.suite import ResourcesConfig
 from harness.progress import Progress, duration
 from harness.results import RunDir, read_yaml, write_atomic
+from harness.units import RunWork, Unit
 
 TAIL_LINES = 30  # of an error's text, kept in RUN/FAILED (the whole output is in RUN/logs/)
 
@@ -177,35 +179,35 @@ def shutdown() -> None:
 
 
 @ray.remote(num_cpus=0)
-def _fit(plan: dict) -> None:
+def _fit(job: TrainJob) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    res = plan["resources"]
+    res = job.resources
     trainer = TorchTrainer(
-        _train_logged, train_loop_config=plan,
-        scaling_config=ScalingConfig(num_workers=res["workers_per_run"], use_gpu=res["use_gpu"],
-                                     resources_per_worker={"CPU": res["cpus_per_worker"]}),
-        torch_config=TorchConfig(backend="nccl" if res["use_gpu"] else "gloo"),
-        run_config=RunConfig(name=plan["run_id"], storage_path=str(Path(plan["run_dir"]).parent / "_ray"),
+        _train_logged, train_loop_config=job.model_dump(mode="json"),
+        scaling_config=ScalingConfig(num_workers=res.workers_per_run, use_gpu=res.use_gpu,
+                                     resources_per_worker={"CPU": res.cpus_per_worker}),
+        torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
+        run_config=RunConfig(name=job.run_id, storage_path=str(Path(job.run_dir).parent / "_ray"),
                              failure_config=FailureConfig(max_failures=0)))
     trainer.fit()
 
 
-def _train_logged(plan: dict) -> dict:
+def _train_logged(config: dict) -> dict:
     """harness.train.train_worker, its output and traceback in RUN/logs/worker-<rank>.log."""
     from ray.train import get_context
 
     from harness.train import train_worker
 
-    with output_to(RunDir(Path(plan["run_dir"])).logs / f"worker-{get_context().get_world_rank()}.log"):
-        return train_worker(plan)
+    with output_to(RunDir(Path(config["run_dir"])).logs / f"worker-{get_context().get_world_rank()}.log"):
+        return train_worker(config)
 
 
 @ray.remote
-def _unit(plan: dict, kind: str, name: str, run_unit: Callable[[dict, str, str], dict]) -> dict:
-    with output_to(RunDir(Path(plan["run_dir"])).logs / f"{kind}-{name.replace('/', '_')}.log"):
-        return run_unit(plan, kind, name)
+def _unit(unit: Unit) -> dict:
+    with output_to(unit.log_path):
+        return unit.run()
 
 
 @contextlib.contextmanager
@@ -247,77 +249,103 @@ class Outcome:
     failed: dict[str, str] = field(default_factory=dict)  # "run_id" or "run_id kind name" -> one line
 
 
-def execute(work: list[tuple[RunPlan, bool, list[tuple[str, str]]]],
-            run_unit: Callable[[dict, str, str], dict], on_done: Callable[[RunPlan], None],
-            progress: Progress, poll_s: float = 10.0) -> Outcome:
+@dataclass
+class InFlight:
+    """A Ray task the scheduler waits for: a run's training (unit None) or one unit."""
+
+    work: RunWork
+    unit: Unit | None
+    started: float = field(default_factory=time.time)
+
+    @property
+    def label(self) -> str:
+        return f"{self.unit.label if self.unit else 'train'} {self.work.run_id}"
+
+
+class Scheduler:
     """Train the runs that need it (as many at once as the cluster holds), then submit each run's
-    evaluation units as Ray tasks, all at once: Ray runs them in parallel as resources allow.
-    `on_done(plan)` once every unit of a run has succeeded. A failure is written to the run's
-    FAILED (see the module docstring) and shown as one line."""
-    trainings = deque(plan for plan, trains, _ in work if trains)
-    units = {plan.run_id: list(pending) for plan, _, pending in work}
-    left = {plan.run_id: len(pending) for plan, _, pending in work}
-    broken: set[str] = set()
-    in_flight: dict = {}
-    outcome = Outcome()
-    slots = _slots(work[0][0].resources) if work else 1
+    units as Ray tasks, all at once: Ray runs them in parallel as resources allow. `on_done(run)`
+    once every unit of a run has succeeded. A failure is written to the run's FAILED (see the
+    module docstring) and shown as one line; it never stops the other runs."""
 
-    def submit_units(plan: RunPlan) -> None:
-        if not units[plan.run_id]:
-            on_done(plan)
-            outcome.finished.append(plan.run_id)
-        for kind, name in units[plan.run_id]:
-            ref = _unit.options(**_unit_resources(plan)).remote(plan.to_dict(), kind, name, run_unit)
-            in_flight[ref] = (plan, kind, name, time.time())
-            progress.event(f"{kind:<8} {plan.run_id} {name} started")
+    def __init__(self, work: list[RunWork], on_done: Callable[[Path], None], progress: Progress):
+        self.trainings = deque(w for w in work if w.train is not None)
+        self.left = {w.run_id: len(w.units) for w in work}
+        self.broken: set[str] = set()
+        self.in_flight: dict[ray.ObjectRef, InFlight] = {}
+        self.on_done, self.progress, self.outcome = on_done, progress, Outcome()
+        self.slots = _slots(next((w.train.resources for w in work if w.train), None))
+        for w in work:
+            if w.train is None:
+                self.submit_units(w)
 
-    for plan, trains, _ in work:
-        if not trains:
-            submit_units(plan)
-    while trainings or in_flight:
-        while trainings and sum(kind == "train" for _, kind, _, _ in in_flight.values()) < slots:
-            plan = trainings.popleft()
-            in_flight[_fit.remote(plan.to_dict())] = (plan, "train", "", time.time())
-            progress.event(f"train    {plan.run_id} started")
-        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=poll_s)
-        for ref in ready:
-            plan, kind, name, t0 = in_flight.pop(ref)
-            what = f"{kind:<8} {plan.run_id} {name}".rstrip()
-            try:
-                ray.get(ref)
-            except Exception as e:  # a failed run or unit must not stop the others
-                line = record_failure(plan, kind, name, e, first=plan.run_id not in broken)
-                outcome.failed[" ".join(what.split())] = line
-                progress.event(f"{what} FAILED after {duration(time.time() - t0)}: {line}")
-                broken.add(plan.run_id)
-                continue
-            progress.event(f"{what} finished in {duration(time.time() - t0)}")
-            if kind == "train":
-                RunDir(Path(plan.run_dir)).failed.unlink(missing_ok=True)  # an earlier attempt's
-                submit_units(plan)
-                continue
-            left[plan.run_id] -= 1
-            if left[plan.run_id] == 0 and plan.run_id not in broken:
-                on_done(plan)
-                outcome.finished.append(plan.run_id)
-        for plan, kind, _, _ in in_flight.values():
-            if kind == "train":
-                progress.training(plan.run_id, Path(plan.run_dir))
-    return outcome
+    def run(self, poll_s: float) -> Outcome:
+        while self.trainings or self.in_flight:
+            self.start_trainings()
+            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=poll_s)
+            for ref in ready:
+                self.collect(ref, self.in_flight.pop(ref))
+            for task in self.in_flight.values():
+                if task.unit is None:
+                    self.progress.training(task.work.run_id, Path(task.work.run_dir))
+        return self.outcome
+
+    def start_trainings(self) -> None:
+        while self.trainings and sum(t.unit is None for t in self.in_flight.values()) < self.slots:
+            work = self.trainings.popleft()
+            self.in_flight[_fit.remote(work.train)] = InFlight(work, None)
+            self.progress.event(f"train    {work.run_id} started")
+
+    def submit_units(self, work: RunWork) -> None:
+        if not work.units:
+            self.finish(work)
+        for unit in work.units:
+            self.in_flight[_unit.options(**_unit_resources(unit)).remote(unit)] = InFlight(work, unit)
+            self.progress.event(f"{unit.kind:<8} {work.run_id} {unit.name} started")
+
+    def collect(self, ref, task: InFlight) -> None:
+        kind, name = (task.unit.kind, task.unit.name) if task.unit else ("train", "")
+        what = f"{kind:<8} {task.work.run_id} {name}".rstrip()
+        try:
+            ray.get(ref)
+        except Exception as e:  # a failed run or unit must not stop the others
+            line = record_failure(task.work, kind, name, e, first=task.work.run_id not in self.broken)
+            self.outcome.failed[" ".join(what.split())] = line
+            self.progress.event(f"{what} FAILED after {duration(time.time() - task.started)}: {line}")
+            self.broken.add(task.work.run_id)
+            return
+        self.progress.event(f"{what} finished in {duration(time.time() - task.started)}")
+        if task.unit is None:
+            RunDir(Path(task.work.run_dir)).failed.unlink(missing_ok=True)  # an earlier attempt's
+            self.submit_units(task.work)
+            return
+        self.left[task.work.run_id] -= 1
+        if self.left[task.work.run_id] == 0 and task.work.run_id not in self.broken:
+            self.finish(task.work)
+
+    def finish(self, work: RunWork) -> None:
+        self.on_done(Path(work.run_dir))
+        self.outcome.finished.append(work.run_id)
+
+
+def execute(work: list[RunWork], on_done: Callable[[Path], None], progress: Progress,
+            poll_s: float = 10.0) -> Outcome:
+    """Every training and unit of `work` through Ray (see Scheduler)."""
+    return Scheduler(work, on_done, progress).run(poll_s)
 
 
 # --- RUN/FAILED ----------------------------------------------------------------------------------
 
 
-def record_failure(plan: RunPlan, kind: str, name: str, error: BaseException, first: bool) -> str:
+def record_failure(work: RunWork, kind: str, name: str, error: BaseException, first: bool) -> str:
     """Describe the failure in RUN/FAILED (replacing an earlier attempt's when `first` of this
     attempt, else added to its list); return it in one line for the terminal."""
-    run = RunDir(Path(plan.run_dir))
+    run = RunDir(Path(work.run_dir))
     entry = {"failed": f"{kind} {name}".strip(), **describe(error), "when": _utc_now(),
-             "after_step": _last_step(run), "steps": plan.steps,
+             "after_step": _last_step(run), "steps": work.steps,
              "logs": [str(p) for p in sorted(run.logs.glob(_log_pattern(kind, name)))]}
     failures = [] if first or not run.failed.exists() else read_yaml(run.failed).get("failures", [])
-    write_atomic(run.failed, _literal_yaml({"run_id": plan.run_id, "failures": [*failures, entry]}))
+    write_atomic(run.failed, _literal_yaml({"run_id": work.run_id, "failures": [*failures, entry]}))
     return f"{entry['message'][:200]} (see {run.failed} and logs/)"
 
 
@@ -371,15 +399,17 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _unit_resources(plan: RunPlan) -> dict:
+def _unit_resources(unit: Unit) -> dict:
     """Each evaluation or fine-tuning task: eval.cpus CPUs, and one GPU where runs train on GPUs."""
-    return {"num_cpus": plan.eval["cpus"], "num_gpus": 1 if plan.resources["use_gpu"] else 0}
+    return {"num_cpus": unit.job.eval.cpus, "num_gpus": 1 if unit.job.use_gpu else 0}
 
 
-def _slots(resources: dict) -> int:
+def _slots(resources: ResourcesConfig | None) -> int:
     """How many runs the cluster holds at once (at least one)."""
+    if resources is None:  # nothing to train
+        return 1
     total = ray.cluster_resources()
-    if resources["use_gpu"]:
-        return max(1, int(total.get("GPU", 0)) // resources["workers_per_run"])
-    need = resources["workers_per_run"] * resources["cpus_per_worker"]
+    if resources.use_gpu:
+        return max(1, int(total.get("GPU", 0)) // resources.workers_per_run)
+    need = resources.workers_per_run * resources.cpus_per_worker
     return max(1, int(total.get("CPU", 0)) // need)

@@ -26,7 +26,7 @@ from harness import checkpoint
 from harness.data import BlockSampler, PreparedData, load_tokenizer
 from harness.errors import UserError
 from harness.models import SIZES, model_factory
-from harness.plan import RunPlan, vocab_of
+from harness.plan import TrainJob, vocab_of
 from harness.results import RunDir, read_jsonl, replace_dir, write_atomic, write_json
 from objectives import registry
 from objectives.base import check_batch
@@ -35,14 +35,14 @@ VAL_SEED = 7_777  # validation masks are fixed across steps and runs
 
 
 def train_worker(config: dict) -> dict:
-    """Train the run described by `config` (a RunPlan dict); return its summary on rank 0."""
-    plan = RunPlan.from_dict(config)
+    """Train the run described by `config` (a TrainJob, as plain data); return its summary on rank 0."""
+    plan = TrainJob.model_validate(config)
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
-    torch.set_num_threads(plan.resources["cpus_per_worker"])
+    torch.set_num_threads(plan.resources.cpus_per_worker)
     _ensure_process_group()
     rank, world = dist.get_rank(), dist.get_world_size()
-    run = RunDir(Path(plan.run_dir))
-    data = PreparedData.from_dict(plan.data)
+    run = RunDir(plan.run_dir)
+    data = plan.data
     objective = _objective(plan)
     engine = _engine(plan, objective, data)
     step, elapsed = _resume(engine, run, rank)
@@ -50,17 +50,17 @@ def train_worker(config: dict) -> dict:
     sampler = BlockSampler(data.train_tokens, data.dtype, plan.block_length, seed=plan.seed)
     check_batch(objective.transform(sampler.batch(0, 0, rank, 1), np.random.default_rng(0)), plan.objective)
     val_blocks = BlockSampler(data.val_tokens, data.dtype, plan.block_length, seed=VAL_SEED).val_batches(
-        plan.train["val_batches"], plan.train["micro_batch_size"], rank, world)
+        plan.train.val_batches, plan.train.micro_batch_size, rank, world)
     started, val = time.time() - elapsed, {}
     while step < plan.steps:
         metrics = _train_step(engine, objective, sampler, plan, step, rank)
         step += 1
-        if step % plan.train["log_every"] == 0 or step == plan.steps:
+        if step % plan.train.log_every == 0 or step == plan.steps:
             log.write(_train_row(engine, plan, step, metrics, time.time() - started))
-        if step % plan.train["eval_every"] == 0 or step == plan.steps:
+        if step % plan.train.eval_every == 0 or step == plan.steps:
             val = _validate(engine, objective, val_blocks, plan.seed)
             log.write({"kind": "val", "step": step, **val})
-        if step % plan.train["checkpoint_every"] == 0 and step < plan.steps:
+        if step % plan.train.checkpoint_every == 0 and step < plan.steps:
             _checkpoint(engine, run, step, time.time() - started, rank)
     return _finish(engine, plan, run, data, val, time.time() - started, rank)
 
@@ -79,12 +79,12 @@ def _ensure_process_group() -> None:
         dist.init_process_group("gloo", rank=0, world_size=1)
 
 
-def _objective(plan: RunPlan):
+def _objective(plan: TrainJob):
     cls = registry.get(plan.objective)
     return cls(cls.Config(**plan.objective_config), vocab_of(plan.data))
 
 
-def _engine(plan: RunPlan, objective, data: PreparedData):
+def _engine(plan: TrainJob, objective, data: PreparedData):
     import deepspeed
     from deepspeed.utils import logger as ds_logger
     ds_logger.setLevel(logging.WARNING)
@@ -92,7 +92,7 @@ def _engine(plan: RunPlan, objective, data: PreparedData):
                                                 special=data.special_tokens, max_len=plan.seq_len,
                                                 seed=plan.seed))
     engine, *_ = deepspeed.initialize(model=model, config=deepspeed_config(plan),
-                                      model_parameters=_param_groups(model, plan.train["weight_decay"]))
+                                      model_parameters=_param_groups(model, plan.train.weight_decay))
     engine.checkpoint_engine = _weights_only_loads(engine)
     return engine
 
@@ -111,22 +111,22 @@ def _weights_only_loads(engine):
     return WeightsOnly(engine._config)  # saves as DeepSpeed's engine would, from the same config
 
 
-def deepspeed_config(plan: RunPlan) -> dict:
+def deepspeed_config(plan: TrainJob) -> dict:
     """The DeepSpeed config of a run: ZeRO stage, AdamW, warmup then cosine decay."""
     t = plan.train
     return {
-        "train_micro_batch_size_per_gpu": t["micro_batch_size"],
-        "gradient_accumulation_steps": t["grad_accum"],
-        "gradient_clipping": t["grad_clip"],
-        "zero_optimization": {"stage": t["zero_stage"]},
-        "bf16": {"enabled": t["precision"] == "bf16"},
+        "train_micro_batch_size_per_gpu": t.micro_batch_size,
+        "gradient_accumulation_steps": t.grad_accum,
+        "gradient_clipping": t.grad_clip,
+        "zero_optimization": {"stage": t.zero_stage},
+        "bf16": {"enabled": t.precision == "bf16"},
         "optimizer": {"type": "AdamW", "params": {
-            "lr": t["lr"], "betas": list(t["betas"]), "eps": 1e-8,
+            "lr": t.lr, "betas": list(t.betas), "eps": 1e-8,
             # torch's AdamW on every device: no CUDA op to compile, same arithmetic on CPU and GPU
-            "weight_decay": t["weight_decay"], "torch_adam": True}},
+            "weight_decay": t.weight_decay, "torch_adam": True}},
         "scheduler": {"type": "WarmupCosineLR", "params": {
             "total_num_steps": plan.steps, "warmup_num_steps": plan.warmup_steps,
-            "warmup_type": "linear", "cos_min_ratio": t["min_lr_ratio"]}},
+            "warmup_type": "linear", "cos_min_ratio": t.min_lr_ratio}},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
@@ -178,12 +178,12 @@ def _on_rank0(decide, rank: int):
 # --- the loop ----------------------------------------------------------------------------------
 
 
-def _train_step(engine, objective, sampler, plan: RunPlan, step: int, rank: int) -> dict:
+def _train_step(engine, objective, sampler, plan: TrainJob, step: int, rank: int) -> dict:
     """One optimizer step: grad_accum micro-steps, each backward then step (DeepSpeed accumulates)."""
     engine.train()
     rows = []
-    for micro in range(plan.train["grad_accum"]):
-        block = sampler.batch(step, micro, rank, plan.train["micro_batch_size"])
+    for micro in range(plan.train.grad_accum):
+        block = sampler.batch(step, micro, rank, plan.train.micro_batch_size)
         batch = _to_device(objective.transform(block, np.random.default_rng([plan.seed, step, micro, rank])), engine)
         loss, metrics = objective.loss(engine, batch)
         engine.backward(loss)
@@ -210,7 +210,7 @@ def _validate(engine, objective, blocks: list[np.ndarray], seed: int) -> dict:
     return {"val_loss": (total[0] / total[2]).item(), "val_accuracy": (total[1] / total[2]).item()}
 
 
-def _train_row(engine, plan: RunPlan, step: int, metrics: dict, elapsed: float) -> dict:
+def _train_row(engine, plan: TrainJob, step: int, metrics: dict, elapsed: float) -> dict:
     loss = torch.tensor([metrics["loss"]], dtype=torch.float64)
     dist.all_reduce(loss)
     return {"kind": "train", "step": step, "steps": plan.steps,
@@ -253,7 +253,7 @@ class MetricsLog:
 # --- the end -----------------------------------------------------------------------------------
 
 
-def _finish(engine, plan: RunPlan, run: RunDir, data: PreparedData, val: dict, elapsed: float,
+def _finish(engine, plan: TrainJob, run: RunDir, data: PreparedData, val: dict, elapsed: float,
             rank: int) -> dict:
     """Save the model in Hugging Face format and the run's summary; rank 0 writes both."""
     summary = {}
@@ -267,12 +267,12 @@ def _finish(engine, plan: RunPlan, run: RunDir, data: PreparedData, val: dict, e
     return summary
 
 
-def _gathered(engine, plan: RunPlan):
+def _gathered(engine, plan: TrainJob):
     """Under ZeRO-3 the parameters are partitioned: gather them whole for saving."""
     import contextlib
 
     import deepspeed
-    if plan.train["zero_stage"] != 3:
+    if plan.train.zero_stage != 3:
         return contextlib.nullcontext()
     return deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None)
 
@@ -293,7 +293,7 @@ def _engine_facts(engine) -> dict:
             "optimizer": type(engine.optimizer).__name__, "device": str(engine.device)}
 
 
-def _summary(plan: RunPlan, val: dict, elapsed: float, data: PreparedData) -> dict:
+def _summary(plan: TrainJob, val: dict, elapsed: float, data: PreparedData) -> dict:
     # Bits per byte are measured after training, on the held-out text (harness.evaluate).
     return {"run_id": plan.run_id, "objective": plan.objective, "size": plan.size,
             "seed": plan.seed, "steps": plan.steps, "tokens_seen": plan.total_tokens,

@@ -9,7 +9,6 @@ import json
 import multiprocessing as mp
 import shutil
 import sys
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -69,7 +68,7 @@ def _train(plan_dict: dict, crash_at_step: int | None, record: str | None, error
 def _in_child(plan, tmp_path: Path, crash_at_step: int | None = None) -> SimpleNamespace:
     """Run `plan` in a spawned process; its exit code, the steps it ran, and any UserError text."""
     record, error = tmp_path / "steps.jsonl", tmp_path / "error.txt"
-    args = (plan.to_dict(), crash_at_step, str(record), str(error))
+    args = (plan.train_job().model_dump(mode="json"), crash_at_step, str(record), str(error))
     proc = mp.get_context("spawn").Process(target=_train, args=args)
     proc.start()
     proc.join(timeout=300)
@@ -91,7 +90,7 @@ def runs(tiny_data, tmp_path_factory):
 
 def _copy(runs, tmp_path: Path):
     """A fresh copy of the crashed run, and its plan."""
-    plan = replace(runs.crashed, run_dir=str(tmp_path / "results" / runs.crashed.run_id))
+    plan = runs.crashed.model_copy(update={"run_dir": tmp_path / "results" / runs.crashed.run_id})
     shutil.copytree(runs.crashed.run_dir, plan.run_dir)
     return plan, RunDir(Path(plan.run_dir))
 
@@ -239,7 +238,7 @@ def _stop_and_resume(plan_dicts: list[dict], out: str) -> None:
     def watched(engine, objective, sampler, plan, step, rank):
         if stopping[0] and step == 6:
             raise _Stop
-        first.setdefault(plan.train["zero_stage"], (step, type(engine.optimizer).__name__))
+        first.setdefault(plan.train.zero_stage, (step, type(engine.optimizer).__name__))
         return step_fn(engine, objective, sampler, plan, step, rank)
     train._train_step = watched
     for plan in plan_dicts:
@@ -258,8 +257,9 @@ def _stop_and_resume(plan_dicts: list[dict], out: str) -> None:
 def test_every_zero_stage_resumes_through_the_weights_only_loader(runs, tmp_path):
     """The allow-list covers what DeepSpeed stores under ZeRO 0 to 3 (stage 2 is tested above)."""
     def at(stage):
-        plan = replace(runs.crashed, run_dir=str(tmp_path / f"zero{stage}"), steps=8)
-        return {**plan.to_dict(), "train": {**plan.train, "zero_stage": stage}}
+        train = runs.crashed.train.model_copy(update={"zero_stage": stage})
+        plan = runs.crashed.model_copy(update={"run_dir": tmp_path / f"zero{stage}", "steps": 8, "train": train})
+        return plan.train_job().model_dump(mode="json")
     out = tmp_path / "first_steps.json"
     proc = mp.get_context("spawn").Process(target=_stop_and_resume, args=([at(s) for s in (0, 1, 3)], str(out)))
     proc.start()

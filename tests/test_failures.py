@@ -37,6 +37,7 @@ from harness.progress import Progress
 from harness.report import write_report
 from harness.results import read_yaml
 from harness.suite import Suite, load_suite
+from harness.units import FinetuneUnit, RunWork
 from test_report import markdown_table, row
 
 RAY = Path(sys.executable).with_name("ray")
@@ -116,11 +117,11 @@ def test_failed_runs_are_recorded_with_worker_logs_reported_and_cleared_by_a_lat
     suite_dir = tmp_path / "results" / "demo"
     plans = plan_suite(Suite.model_validate(SUITE), dataclasses.replace(tiny_data, train_tokens=tokens), suite_dir)
     clm, mlm = plans
-    work = [(plan, trains, []) for plan, trains, _ in pipeline._pending(plans, Progress(io.StringIO()))]
+    work = [dataclasses.replace(w, units=[]) for w in pipeline._pending(plans, Progress(io.StringIO()))]
     tokens.rename(tokens.with_suffix(".away"))  # deleted after planning: every worker fails
 
     out = io.StringIO()
-    outcome = schedule.execute(work, pipeline.run_unit, pipeline._mark_done, Progress(out), poll_s=1)
+    outcome = schedule.execute(work, pipeline.mark_done, Progress(out), poll_s=1)
     assert outcome.finished == [] and set(outcome.failed) == {f"train {clm.run_id}", f"train {mlm.run_id}"}
     failed_lines = [line for line in out.getvalue().splitlines() if "FAILED" in line]
     assert len(failed_lines) == 2 and all(len(line) < 500 for line in failed_lines)
@@ -153,8 +154,8 @@ def test_failed_runs_are_recorded_with_worker_logs_reported_and_cleared_by_a_lat
 
     # Again with the tokens back: clm trains (its training failure is gone), then a unit fails.
     tokens.with_suffix(".away").rename(tokens)
-    outcome = schedule.execute([(clm, True, [("finetune", "no_such_task")])], pipeline.run_unit,
-                               pipeline._mark_done, Progress(io.StringIO()), poll_s=1)
+    retry = RunWork(clm.run_id, clm.run_dir, clm.steps, clm.train_job(), [FinetuneUnit(clm.eval_job(), "no_such_task")])
+    outcome = schedule.execute([retry], pipeline.mark_done, Progress(io.StringIO()), poll_s=1)
     assert list(outcome.failed) == [f"finetune {clm.run_id} no_such_task"]
     failure = _only_failure(clm)
     assert (failure["failed"], failure["error"], failure["after_step"]) == ("finetune no_such_task", "UserError", clm.steps)
@@ -167,8 +168,9 @@ def test_failed_runs_are_recorded_with_worker_logs_reported_and_cleared_by_a_lat
         "trained; failed: finetune no_such_task")
 
     # The task leaves the suite: nothing is left to do for clm, which is done, and FAILED goes.
-    no_units = {**clm.eval, "tasks": [], "bits_per_byte": False, "finetune": {**clm.eval["finetune"], "tasks": []}}
-    pipeline._pending([RunPlan.from_dict({**clm.to_dict(), "eval": no_units})], Progress(io.StringIO()))
+    no_units = clm.eval.model_copy(update={"tasks": [], "bits_per_byte": False,
+                                           "finetune": clm.eval.finetune.model_copy(update={"tasks": []})})
+    pipeline._pending([clm.model_copy(update={"eval": no_units})], Progress(io.StringIO()))
     assert (Path(clm.run_dir) / "DONE").exists() and not (Path(clm.run_dir) / "FAILED").exists()
     report = write_report(suite_dir, "Suite demo")[1].read_text()
     assert "**Partial results: 1 of 2 planned runs are done.** 1 failed" in report

@@ -62,16 +62,16 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tiny_data, tmp_path):
     whole = _plan(tiny_data, tmp_path / "whole", "mlm")
     broken = _plan(tiny_data, tmp_path / "broken", "mlm")
     assert whole.steps == 20
-    assert _in_child(whole.to_dict()) == 0
+    assert _in_child(whole.train_job().model_dump(mode="json")) == 0
 
     # Die six steps after the checkpoint at step 10 (step 15 is logged), then run it again.
-    assert _in_child(broken.to_dict(), crash_at_step=16) == 3
+    assert _in_child(broken.train_job().model_dump(mode="json"), crash_at_step=16) == 3
     run = Path(broken.run_dir)
     assert (run / "checkpoints" / "latest").read_text().strip() == "step10"
     assert max(r["step"] for r in _rows(run)) > 10  # rows past the checkpoint were logged
     assert not (run / "model").exists() and not (run / "train.json").exists()
     record = tmp_path / "steps_run_after_resume.txt"
-    assert _in_child(broken.to_dict(), record=record) == 0
+    assert _in_child(broken.train_job().model_dump(mode="json"), record=record) == 0
     assert record.read_text().split() == [str(i) for i in range(10, 20)]  # resumed, not restarted
 
     steps = [r["step"] for r in _rows(run) if r["kind"] == "train"]
