@@ -17,7 +17,9 @@ export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 run: $(STAMP)
 	$(BIN)/harness run $(SUITE)
 
+# The import contracts of pyproject.toml first (seconds), then the tests.
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 venv: $(STAMP)
