@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.results import file_sha256, read_json, write_json
+from harness.results import RunDir, file_sha256, read_json, write_json
 
 MANIFEST = "MANIFEST.json"
 KEEP = 2  # complete checkpoints kept: the newest may be torn later, the one before it still resumes
@@ -34,12 +34,6 @@ _TAG = re.compile(r"step(\d+)")
 
 def tag_of(step: int) -> str:
     return f"step{step}"
-
-
-def saved_any(checkpoints: Path) -> bool:
-    """Whether a save ever started here: a checkpoint folder (complete or not) or DeepSpeed's pointer."""
-    return (checkpoints / "latest").exists() or (checkpoints.is_dir() and any(
-        p.is_dir() for p in checkpoints.iterdir()))
 
 
 def folders(checkpoints: Path) -> list[Path]:
@@ -130,7 +124,7 @@ def resume_point(checkpoints: Path) -> tuple[Path | None, dict[Path, str]]:
         if reason is None:
             return folder, passed
         passed[folder] = reason
-    if not saved_any(checkpoints):
+    if not RunDir(checkpoints.parent).checkpoint_started:
         return None, {}
     why = "; ".join(passed.values()) or "no checkpoint folder"
     raise UserError(f"no complete checkpoint to resume from ({why}); delete {checkpoints} to train "
@@ -179,3 +173,26 @@ def _unsupported(message: str) -> str:
         return found[1]
     found = re.search(r"WeightsUnpickler error: ([^\n]*)", message)
     return f"something else ({found[1] if found else message.splitlines()[0]})"
+
+
+def check_resumable(checkpoints: Path, world_size: int, zero_stage: int) -> list[str]:
+    """Refuse, before any training starts, a run whose checkpoints cannot be resumed safely;
+    return a note for each newer checkpoint folder that will be passed over.
+
+    The newest complete checkpoint (harness.checkpoint) must hold model states and, under ZeRO,
+    one optimizer partition per worker, and every file must unpickle under the weights-only
+    allow-list (tensors are mapped, not read).
+    """
+    folder, passed = resume_point(checkpoints)
+    if folder is None:
+        return []
+    hint = f"; delete {checkpoints} to train this run from the start"
+    files = sorted(folder.glob("*.pt"))
+    partitions = [f for f in files if "optim_states" in f.name]
+    if not any("model_states" in f.name for f in files):
+        raise UserError(f"corrupt checkpoint: no model states{hint}", where=str(folder))
+    if zero_stage >= 1 and len(partitions) != world_size:
+        raise UserError(f"corrupt checkpoint: {len(partitions)} optimizer partitions for "
+                        f"{world_size} workers{hint}", where=str(folder))
+    check_loads(folder)
+    return [f"not resuming from {f.name}: {why}; resuming from {folder.name}" for f, why in passed.items()]

@@ -18,6 +18,7 @@ from harness.errors import UserError
 from harness.plan import RunPlan, check_validation_split, plan_suite
 from harness.progress import Progress
 from harness.evaluate import safetensors_weights
+from harness.checkpoint import check_resumable
 from harness.lock import SuiteLock
 from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml, write_json, write_yaml
 from harness.suite import Suite
@@ -141,7 +142,7 @@ def _pending(plans: list[RunPlan], progress: Progress) -> list[units.RunWork]:
 
 
 def _check_resumable(run: RunDir, plan: RunPlan, progress: Progress) -> None:
-    for note in run.check_checkpoint(plan.resources.workers_per_run, plan.train.zero_stage):
+    for note in check_resumable(run.checkpoints, plan.resources.workers_per_run, plan.train.zero_stage):
         progress.event(f"run {plan.run_id}: {note}")
 
 

@@ -30,7 +30,6 @@ from typing import Any
 
 import yaml
 
-from harness.errors import UserError
 
 
 SUITE_RECORD = "suite.json"
@@ -129,36 +128,20 @@ class RunDir:
             return "done"
         if self.train_json.exists():
             return "trained"
-        from harness.checkpoint import saved_any
-        if saved_any(self.checkpoints):  # even with no `latest`: a partial run never restarts silently
+        if self.checkpoint_started:  # even with no `latest`: a partial run never restarts silently
             return "partial"
         return "new"
 
+    @property
+    def checkpoint_started(self) -> bool:
+        """Whether a checkpoint save ever started: a checkpoint folder (complete or not) or
+        DeepSpeed's `latest` pointer."""
+        checkpoints = self.checkpoints
+        return (checkpoints / "latest").exists() or (checkpoints.is_dir() and any(
+            p.is_dir() for p in checkpoints.iterdir()))
+
     def read_metrics(self) -> list[dict]:
         return read_jsonl(self.metrics) if self.metrics.exists() else []
-
-    def check_checkpoint(self, world_size: int, zero_stage: int) -> list[str]:
-        """Refuse, before any training starts, a run whose checkpoints cannot be resumed safely;
-        return a note for each newer checkpoint folder that will be passed over.
-
-        The newest complete checkpoint (harness.checkpoint) must hold model states and, under ZeRO,
-        one optimizer partition per worker, and every file must unpickle under the weights-only
-        allow-list (tensors are mapped, not read).
-        """
-        from harness import checkpoint
-        folder, passed = checkpoint.resume_point(self.checkpoints)
-        if folder is None:
-            return []
-        hint = f"; delete {self.checkpoints} to train this run from the start"
-        files = sorted(folder.glob("*.pt"))
-        partitions = [f for f in files if "optim_states" in f.name]
-        if not any("model_states" in f.name for f in files):
-            raise UserError(f"corrupt checkpoint: no model states{hint}", where=str(folder))
-        if zero_stage >= 1 and len(partitions) != world_size:
-            raise UserError(f"corrupt checkpoint: {len(partitions)} optimizer partitions for "
-                            f"{world_size} workers{hint}", where=str(folder))
-        checkpoint.check_loads(folder)
-        return [f"not resuming from {f.name}: {why}; resuming from {folder.name}" for f, why in passed.items()]
 
 
 def read_jsonl(path: Path) -> list[dict]:

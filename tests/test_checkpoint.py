@@ -248,7 +248,7 @@ def _stop_and_resume(plan_dicts: list[dict], out: str) -> None:
         first.pop(plan["train"]["zero_stage"])
         run = RunDir(Path(plan["run_dir"]))
         assert checkpoint.problem(run.checkpoints / "step5") is None  # sealed by its manifest
-        run.check_checkpoint(1, plan["train"]["zero_stage"])
+        checkpoint.check_resumable(run.checkpoints, 1, plan["train"]["zero_stage"])
         stopping[0] = False
         train.train_worker(plan)
     Path(out).write_text(json.dumps(first))

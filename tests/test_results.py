@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.checkpoint import seal
+from harness.checkpoint import check_resumable, seal
 from harness.errors import UserError
 from harness.results import RunDir, read_jsonl, write_json
 
@@ -50,7 +50,7 @@ def test_a_sound_checkpoint_passes(tmp_path):
     run = _checkpoint(tmp_path, {"mp_rank_00_model_states.pt": None,
                                  "zero_pp_rank_0_mp_rank_00_optim_states.pt": None,
                                  "zero_pp_rank_1_mp_rank_00_optim_states.pt": None})
-    run.check_checkpoint(world_size=2, zero_stage=2)
+    check_resumable(run.checkpoints, world_size=2, zero_stage=2)
 
 
 @pytest.mark.parametrize("files, message", [
@@ -65,7 +65,7 @@ def test_a_sound_checkpoint_passes(tmp_path):
 def test_a_corrupt_checkpoint_is_a_user_error_naming_the_file(tmp_path, files, message):
     run = _checkpoint(tmp_path, files)
     with pytest.raises(UserError, match=message) as info:
-        run.check_checkpoint(world_size=2, zero_stage=2)
+        check_resumable(run.checkpoints, world_size=2, zero_stage=2)
     assert str(tmp_path / "checkpoints") in str(info.value) and "delete" in str(info.value)
 
 
@@ -74,4 +74,4 @@ def test_latest_without_a_complete_checkpoint_is_a_user_error(tmp_path):
     run.checkpoints.mkdir()
     (run.checkpoints / "latest").write_text("step30")
     with pytest.raises(UserError, match="no complete checkpoint to resume from"):
-        run.check_checkpoint(world_size=2, zero_stage=2)
+        check_resumable(run.checkpoints, world_size=2, zero_stage=2)
