@@ -98,27 +98,17 @@ def _run_row(train: dict, identity: dict, scores: list[dict]) -> dict:
 
 
 def eval_rows(path: Path, scoring: str) -> list[dict]:
-    """One row per task x metric of an evaluation file; `scoring` where the file names none.
-
-    Reads the harness's block of the lm-eval results ("harness": {entry, scoring, tasks}) and
-    the previous one-task format ({task, scoring, chance, metrics, n-samples, n-shot}).
-    """
+    """One row per task x metric of an evaluation file, read from the harness's block of the
+    lm-eval results ("harness": {entry, scoring, tasks}); `scoring` where the block names none."""
     result = read_json(path)
-    if "harness" in result:
-        block = result["harness"]
-        entry, scoring, tasks = block["entry"], block.get("scoring") or scoring, block["tasks"]
-    elif {"task", "metrics"} <= result.keys():
-        entry, scoring = result["task"], result.get("scoring") or scoring
-        tasks = {entry: {"metrics": result["metrics"], "chance": result.get("chance"),
-                         "n": result.get("n-samples", {}).get(entry, {}).get("effective"),
-                         "num_fewshot": result.get("n-shot", {}).get(entry)}}
-    else:
-        raise UserError("not an evaluation result: expected a 'harness' block (or the previous "
-                        "format's 'task' and 'metrics' keys)", where=str(path))
+    if "harness" not in result:
+        raise UserError("not an evaluation result: expected a 'harness' block", where=str(path))
+    block = result["harness"]
+    entry, scoring = block["entry"], block.get("scoring") or scoring
     return [{"entry": entry, "scoring": scoring, "task": task, "metric": metric, "value": value,
              "stderr": row["metrics"].get(f"{metric}_stderr"), "chance": row.get("chance"),
              "n": row.get("n"), "num_fewshot": row.get("num_fewshot")}
-            for task, row in tasks.items() for metric, value in row["metrics"].items()
+            for task, row in block["tasks"].items() for metric, value in row["metrics"].items()
             if not metric.endswith("_stderr")]
 
 
