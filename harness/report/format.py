@@ -35,7 +35,7 @@ def mean_ci_text(summary: pd.DataFrame, col: str, digits: int = 3) -> pd.Series:
 
 
 def text_or_dash(value) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    return "—" if is_missing(value) else str(value)
 
 
 def cell_text(text) -> str:
