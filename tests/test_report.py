@@ -215,17 +215,16 @@ def test_report_keeps_data_card_notes_and_runs(suite):
     assert len(markdown_table(report, "Runs")) == 5
 
 
-def test_previous_evaluation_format_is_still_read(tmp_path):
+def test_an_evaluation_file_without_the_harness_block_is_a_user_error(tmp_path):
     suite, data = tmp_path / "old", data_dict(tmp_path / "data")
     run = write_run(suite, "mlm", 0, data)
-    for path in (run / "eval").glob("*.json"):
-        path.unlink()
-    write_json(run / "eval" / "synthetic_glue.json", {
+    write_json(run / "eval" / "synthetic_glue.json", {  # a one-task format of older versions: not read
         "task": "synthetic_glue", "scoring": "pseudo-loglikelihood", "chance": 0.5,
         "metrics": {"acc": 0.58, "acc_stderr": 0.03}, "n-samples": {"synthetic_glue": {"effective": 40}},
         "n-shot": {"synthetic_glue": 0}})
-    rows = markdown_table(write_report(suite, "Old")[1].read_text(), "Zero-shot")
-    assert row(rows, task="synthetic_glue")["mean"] == "0.580" and rows[0]["centered"] == "0.160"
+    with pytest.raises(UserError, match="not an evaluation result: expected a 'harness' block") as err:
+        write_report(suite, "Old")
+    assert err.value.where == str(run / "eval" / "synthetic_glue.json")
     write_json(run / "eval" / "synthetic_glue.json", {"acc": 0.5})
     with pytest.raises(UserError, match="not an evaluation result"):
         write_report(suite, "Old")

@@ -1,0 +1,14 @@
+"""One module per section of report.md, in the order report.md shows them:
+
+    unfinished.py   the Partial results notice, Unfinished runs, Failed runs
+    data_card.py    Data: source, tokenizer, splits, the entropy floor
+    training.py     Training at matched compute
+    zero_shot.py    Zero-shot evaluation (lm-eval)
+    finetune.py     Fine-tuning
+    aggregate.py    Aggregate: the suite's versioned mean of centered scores
+    notes.py        Reading this report
+    runs.py         Runs: one row per finished run
+
+Each returns its section's markdown, or "" when it has nothing to show (then report.md leaves
+the section out). harness.report.write puts them together.
+"""

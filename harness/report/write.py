@@ -1,0 +1,52 @@
+"""write_report: collect a suite's runs, summarize them, render report.md, write both files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from harness.aggregate import Aggregate
+from harness.report.collect import GROUP, SuiteResults, absent_groups, collect, recorded_description, suite_data_card
+from harness.report.sections.aggregate import aggregate_table
+from harness.report.sections.data_card import data_table
+from harness.report.sections.finetune import finetune_table
+from harness.report.sections.notes import reading_notes
+from harness.report.sections.runs import runs_table
+from harness.report.sections.training import training_table
+from harness.report.sections.unfinished import failed_table, partial_notice, unfinished_table
+from harness.report.sections.zero_shot import zero_shot_table
+from harness.report.summary import choose_aggregate, run_aggregates, summarize, wide
+from harness.results import write_atomic
+
+
+def write_report(suite_dir: Path, title: str, description: str | None = None) -> tuple[Path, Path]:
+    """summary.csv and report.md of every run under `suite_dir`, finished or not. `description`
+    None: the one `harness run` recorded (suite.json). FileNotFoundError without any run.yaml."""
+    suite_dir = Path(suite_dir)
+    results = collect(suite_dir)
+    if results.planned.empty:
+        raise FileNotFoundError(f"no runs under {suite_dir} (no <run id>/run.yaml)")
+    description = recorded_description(suite_dir) if description is None else description
+    aggregate, per_run, summary = None, None, pd.DataFrame(columns=[*GROUP, "seeds", "scoring"])
+    if not results.runs.empty:
+        aggregate = choose_aggregate(results)
+        per_run = run_aggregates(results, aggregate)
+        summary = summarize(wide(results, per_run, aggregate))
+    csv_path, md_path = suite_dir / "summary.csv", suite_dir / "report.md"
+    write_atomic(csv_path, summary.to_csv(index=False))
+    write_atomic(md_path, render_markdown(title, description, results, summary, aggregate, per_run,
+                                          suite_data_card(suite_dir)))
+    return csv_path, md_path
+
+
+def render_markdown(title: str, description: str, results: SuiteResults, summary: pd.DataFrame,
+                    aggregate: Aggregate | None, per_run: pd.DataFrame | None, card: dict | None) -> str:
+    """report.md, its sections top to bottom; a section with nothing to show is left out."""
+    absent = absent_groups(results.planned)
+    parts = [f"# {title}", description.strip(), partial_notice(results.planned),
+             unfinished_table(results.planned), failed_table(results.planned), data_table(card),
+             training_table(summary, results.planned), zero_shot_table(results.zero_shot, absent),
+             finetune_table(results.finetune, absent), aggregate_table(per_run, aggregate, absent),
+             reading_notes(), runs_table(results.runs)]
+    return "\n\n".join(p for p in parts if p) + "\n"
