@@ -83,9 +83,9 @@ class _Data(BaseModel):
     """Processes that tokenize (datasets.map); changes no result, so no hash or run id sees it."""
 
     def identity(self, mode: Literal["python", "json"] = "python") -> dict:
-        """The settings as run ids and prepared entries know them: the dump of the one class this
-        section was before one class per source, with every source's section, null where unused,
-        in that order. num_proc is left out: it changes no result."""
+        """The settings as run ids and prepared entries have always recorded them: what the section
+        dumped to when one class held every source (each source's section, null where unused, in
+        that order), so that they stay what they were. num_proc is left out: it changes no result."""
         dumped = self.model_dump(mode=mode)
         return {**{key: dumped.pop(key, None) for key in ("source", "synthetic", *SECTIONS)}, **dumped}
 
@@ -142,8 +142,9 @@ class FilesData(_Data):
 
 
 class MirrorData(_Data):
-    """Corpus, tokenizer and validation split come prepared (an offline mirror): harness.data.prepare
-    opens the directory as it is, and the settings that would build one are unused."""
+    """Corpus, tokenizer, validation split and task files come prepared (an offline mirror):
+    harness.data.prepare opens the directory as it is. Of the shared settings only seq_len is
+    used; the others would build an entry."""
 
     source: Literal["prepared"] = "prepared"
     prepared: PreparedSource
