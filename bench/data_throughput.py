@@ -4,7 +4,7 @@ Two measurements, each side by side in one process on the same text:
 
 1. Tokenization: the documents of a synthetic corpus (a few MB) go through the path `prepare`
    takes (`datasets.map(batched=True, num_proc=N)` with the suite's trained BPE tokenizer, then
-   the token file and its indexes written). Runs with 1 and 2 processes alternate, and the
+   the token file written). Runs with 1 and 2 processes alternate, and the
    median of each is reported in MB/s and tokens/s. The tokenizer's own threads are off
    (TOKENIZERS_PARALLELISM=false), so N processes use N cores.
 2. Loading against training: the data loader's blocks/s (BlockSampler.batch plus the `mlm`
@@ -35,14 +35,18 @@ import numpy as np  # noqa: E402
 import tokenizers  # noqa: E402
 import torch  # noqa: E402
 
-from harness import data  # noqa: E402
+from harness.data.config import TokenizerConfig  # noqa: E402
+from harness.data.prepare import BASE_SPECIAL_TOKENS, special_token_order  # noqa: E402
+from harness.data.sampler import BlockSampler  # noqa: E402
+from harness.data.tokenizer import build_tokenizer, load_tokenizer  # noqa: E402
+from harness.data.tokens import token_dtype, tokenize, write_split  # noqa: E402
 from harness.models import SIZES, model_factory  # noqa: E402
-from harness.sources import quiet_datasets  # noqa: E402
+from harness.runtime import quiet  # noqa: E402
 from harness.synthetic import WorldConfig, build_world, corpus  # noqa: E402
 from objectives.base import Vocab  # noqa: E402
 from objectives.mlm import MaskedLM  # noqa: E402
 
-SPECIALS = [*data.BASE_SPECIAL_TOKENS, "[MASK]", "[CLS]", "[SEP]"]
+SPECIALS = [*BASE_SPECIAL_TOKENS, "[MASK]", "[CLS]", "[SEP]"]
 BYTES_PER_DOCUMENT = 170  # about, in the synthetic world; only sizes the corpus
 
 
@@ -60,7 +64,6 @@ class Corpus:
     tokenizer_dir: Path
     dtype: str
     eos: int
-    sentence_end: tuple[int, ...]
 
 
 def make_corpus(megabytes: float, work: Path) -> Corpus:
@@ -68,19 +71,19 @@ def make_corpus(megabytes: float, work: Path) -> Corpus:
     world = build_world(WorldConfig(entities=400, seed=0))
     texts = corpus(world, int(megabytes * 1e6 / BYTES_PER_DOCUMENT), seed=0)
     documents = datasets.Dataset.from_dict({"text": texts})
-    settings = data.TokenizerConfig(vocab_size=1024, sample_documents=20_000)
-    tokenizer = data.build_tokenizer(settings, documents, data.special_token_order(SPECIALS))
+    settings = TokenizerConfig(vocab_size=1024, sample_documents=20_000)
+    tokenizer = build_tokenizer(settings, documents, special_token_order(SPECIALS))
     tokenizer.save_pretrained(work / "tokenizer")
-    return Corpus(documents, work / "tokenizer", data.token_dtype(len(tokenizer)),
-                  tokenizer.convert_tokens_to_ids("[EOS]"), data.sentence_end_ids(tokenizer))
+    return Corpus(documents, work / "tokenizer", token_dtype(len(tokenizer)),
+                  tokenizer.convert_tokens_to_ids("[EOS]"))
 
 
 def tokenize_once(c: Corpus, num_proc: int, out: Path) -> tuple[float, int]:
     """(seconds, tokens) of tokenizing the corpus with `num_proc` processes and writing its
-    token file and indexes into `out` (fresh, so that datasets cannot answer from a cache)."""
+    token file into `out` (fresh, so that datasets cannot answer from a cache)."""
     start = time.perf_counter()
-    tokenized = data.tokenize(c.documents, c.tokenizer_dir, c.dtype, c.eos, num_proc, out)
-    stats = data.write_split(tokenized, out / "train.bin", c.sentence_end, c.eos)
+    tokenized = tokenize(c.documents, c.tokenizer_dir, c.dtype, c.eos, num_proc, out)
+    stats = write_split(tokenized, out / "train.bin")
     return time.perf_counter() - start, stats.tokens
 
 
@@ -101,7 +104,7 @@ def loader_and_trainer(tokens_path: Path, dtype: str, vocab: Vocab, batch: int, 
     """(loader blocks/s, training blocks/s) of MLM on the same batches. Loading and training
     alternate step by step, so that both see the same load on a shared machine."""
     objective = MaskedLM(MaskedLM.Config(), vocab)
-    sampler = data.BlockSampler(tokens_path, dtype, objective.block_length(seq_len), seed=0)
+    sampler = BlockSampler(tokens_path, dtype, objective.block_length(seq_len), seed=0)
     model = objective.build_model(model_factory(SIZES["tiny"], vocab_size=vocab.size, special=vocab.special,
                                                 max_len=seq_len))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -134,18 +137,18 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     print(f"machine: {machine()}")
-    with tempfile.TemporaryDirectory() as tmp, quiet_datasets():
+    with tempfile.TemporaryDirectory() as tmp, quiet():
         work = Path(tmp)
         c = make_corpus(args.megabytes, work)
         speed = tokenization(c, args.repeats, work)
         n_bytes = sum(len(t.encode()) for t in c.documents["text"])
         print(f"\ntokenization of {n_bytes / 1e6:.1f} MB ({len(c.documents):,} documents), datasets.map "
-              f"+ token file and indexes, median of {args.repeats}:")
+              f"+ token file, median of {args.repeats}:")
         print(f"{'processes':>9} {'MB/s':>8} {'tokens/s':>12} {'speed-up':>9}")
         for n, (mb_s, tokens_s) in speed.items():
             print(f"{n:>9} {mb_s:>8.2f} {tokens_s:>12,.0f} {mb_s / speed[1][0]:>9.2f}")
         tokenize_once(c, 1, work / "final")
-        tokenizer = data.load_tokenizer(c.tokenizer_dir)
+        tokenizer = load_tokenizer(c.tokenizer_dir)
         vocab = Vocab(len(tokenizer), {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIALS})
         loader, trainer = loader_and_trainer(work / "final" / "train.bin", c.dtype, vocab, args.batch,
                                              args.seq_len, args.steps)

@@ -156,7 +156,7 @@ def _check_hub(task: FinetuneTask, split: str, bundle_dir: Path | None) -> None:
 @contextlib.contextmanager
 def _glue_errors(task: FinetuneTask, split: str, bundle_dir: Path | None) -> Iterator[None]:
     """An unreachable hub becomes a UserError that says how to make an offline bundle."""
-    from harness.sources import unreachable
+    from harness.data.sources.hf import unreachable
     try:
         yield
     except Exception as error:  # noqa: BLE001 - re-raised unless the hub could not be reached

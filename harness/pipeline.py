@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from harness import report, units
-from harness.data import BASE_SPECIAL_TOKENS, PreparedData, prepare
+from harness.data.prepare import BASE_SPECIAL_TOKENS, PreparedData, prepare
 from harness.errors import UserError
 from harness.plan import RunPlan, check_validation_split, plan_suite
 from harness.progress import Progress

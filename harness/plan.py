@@ -17,7 +17,9 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from harness.budget import solve_steps, step_cost
-from harness.data import BlockSampler, PreparedData
+from harness.data.config import MirrorData
+from harness.data.prepare import PreparedData
+from harness.data.sampler import BlockSampler
 from harness.errors import UserError
 from harness.models import SIZES, model_factory, parameter_count
 from harness.results import file_sha256, read_yaml
@@ -142,7 +144,7 @@ class EvalJob(Strict):
 def run_id(suite: Suite, objective, size: str, seed: int, data: PreparedData) -> str:
     identity = {
         "objective": objective.name, "objective_config": objective.config, "size": size,
-        "model": SIZES[size].model_dump(), "seed": seed, "data": suite.data.model_dump(),
+        "model": SIZES[size].model_dump(), "seed": seed, "data": suite.data.identity(),
         "tokenizer": tokenizer_sha256(data.tokenizer_dir), "special_tokens": data.special_tokens,
         "budget": suite.budget.model_dump(), "train": suite.train.model_dump(),
         "workers": suite.resources.workers_per_run,
@@ -194,7 +196,7 @@ def check_validation_split(suite: Suite, data: PreparedData) -> None:
 
 
 def _more_validation(suite: Suite, data: PreparedData) -> str:
-    if suite.data.source == "prepared":  # the mirror's split is fixed: it is made again
+    if isinstance(suite.data, MirrorData):  # the mirror's split is fixed: it is made again
         return f"prepare the mirror again with a data.val_fraction above {data.val_fraction}"
     return f"raise data.val_fraction (now {data.val_fraction})"
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.data import DataConfig
+from harness.data.config import DataConfig, SyntheticData
 from harness.errors import UserError
 from harness.models import SIZES
 
@@ -148,7 +148,7 @@ class Suite(Strict):
     objectives: list[ObjectiveEntry] = Field(min_length=1)
     sizes: list[str] = Field(default_factory=lambda: ["tiny"], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    data: DataConfig = Field(default_factory=DataConfig)
+    data: DataConfig = Field(default_factory=SyntheticData)
     budget: BudgetConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
@@ -340,7 +340,7 @@ def _user_error(layers: list[tuple[Path, dict]], error: ValidationError, profile
     if isinstance(ctx_error, _KeyedError):
         loc, message = ctx_error.loc, ctx_error.message
     else:
-        loc, message = tuple(err["loc"]), _describe(err)
+        loc, message = _walk(Suite, tuple(err["loc"]))[1], _describe(err)
     key = _dotted(loc)
     if any(loc[:len(p)] == p or p[:len(loc)] == loc for p in set_paths):
         where = f"--set {key}"
@@ -377,20 +377,38 @@ def _describe(err: dict, model: type[BaseModel] | None = None) -> str:
 
 
 def _fields_at(model: type, loc: tuple) -> list[str]:
-    """The keys allowed at `loc` inside `model`, walking nested models, lists and dicts."""
+    """The keys allowed at `loc` inside `model`."""
+    node = _unwrap(_walk(model, loc)[0])
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return [k for k in node.model_fields if k != "profile"]
+    return []
+
+
+def _walk(model: type, loc: tuple) -> tuple[Any, tuple]:
+    """The type at pydantic's `loc` inside `model`, walking nested models, lists and dicts, and
+    the key path the suite spells: without the tag pydantic puts after a tagged union, which
+    names its member (data.hf.path, not data.hf.hf.path)."""
     node: Any = model
+    tag_key, spelled = None, ()
     for part in loc:
+        if tag_key is not None:
+            node, tag_key = _tagged_member(node, tag_key, part), None
+            continue
+        spelled += (part,)
         node = _unwrap(node)
         if isinstance(part, int) or not (isinstance(node, type) and issubclass(node, BaseModel)):
             args = typing.get_args(node)
             node = args[-1] if args else None
             continue
         field = node.model_fields.get(part)
-        node = field.annotation if field else None
-    node = _unwrap(node)
-    if isinstance(node, type) and issubclass(node, BaseModel):
-        return [k for k in node.model_fields if k != "profile"]
-    return []
+        node, tag_key = (field.annotation, field.discriminator) if field else (None, None)
+    return node, spelled
+
+
+def _tagged_member(union, tag_key: str, tag) -> type | None:
+    """The member of a union tagged by its field `tag_key` whose tag is `tag`."""
+    return next((m for m in typing.get_args(union)
+                 if tag in typing.get_args(m.model_fields[tag_key].annotation)), None)
 
 
 def _unwrap(annotation):

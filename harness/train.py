@@ -23,7 +23,9 @@ import torch
 import torch.distributed as dist
 
 from harness import checkpoint
-from harness.data import BlockSampler, PreparedData, load_tokenizer
+from harness.data.prepare import PreparedData
+from harness.data.sampler import BlockSampler
+from harness.data.tokenizer import load_tokenizer
 from harness.errors import UserError
 from harness.models import SIZES, model_factory
 from harness.plan import TrainJob, vocab_of

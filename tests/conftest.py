@@ -40,10 +40,11 @@ def split_tokens(tokenizer, context: str, continuation: str) -> tuple[list[int],
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """A small synthetic corpus with every special token the registered objectives need."""
-    from harness.data import BASE_SPECIAL_TOKENS, DataConfig, prepare
+    from harness.data.config import SyntheticData
+    from harness.data.prepare import BASE_SPECIAL_TOKENS, prepare
     from harness.synthetic import WorldConfig
-    cfg = DataConfig(synthetic=WorldConfig(entities=12, documents=600, seed=3), seq_len=32,
-                     val_fraction=0.1, eval_examples=40)
+    cfg = SyntheticData(synthetic=WorldConfig(entities=12, documents=600, seed=3), seq_len=32,
+                        val_fraction=0.1, eval_examples=40)
     tokens = [*BASE_SPECIAL_TOKENS, "[MASK]", "[CLS]", "[SEP]"]
     return prepare(cfg, tokens, tmp_path_factory.mktemp("data"))
 
@@ -52,12 +53,13 @@ def tiny_data(tmp_path_factory):
 def every_objective_data(tmp_path_factory):
     """A small synthetic corpus whose tokenizer carries every special token of every registered
     objective (the conformance battery and the FLOP counts run every objective on it)."""
-    from harness.data import BASE_SPECIAL_TOKENS, DataConfig, prepare
+    from harness.data.config import SyntheticData
+    from harness.data.prepare import BASE_SPECIAL_TOKENS, prepare
     from harness.synthetic import WorldConfig
     from objectives import registry
     tokens = list(BASE_SPECIAL_TOKENS)
     for name in registry.names():
         tokens += [t for t in registry.get(name).special_tokens if t not in tokens]
-    cfg = DataConfig(synthetic=WorldConfig(entities=12, documents=600, seed=3), seq_len=64,
-                     val_fraction=0.1, eval_examples=20)
+    cfg = SyntheticData(synthetic=WorldConfig(entities=12, documents=600, seed=3), seq_len=64,
+                        val_fraction=0.1, eval_examples=20)
     return prepare(cfg, tokens, tmp_path_factory.mktemp("every_objective"))

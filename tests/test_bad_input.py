@@ -19,12 +19,14 @@ import pytest
 import yaml
 
 from harness import cli
-from harness.data import BASE_SPECIAL_TOKENS, BlockSampler, DataConfig, prepare
+from harness.data.config import FilesData
+from harness.data.prepare import BASE_SPECIAL_TOKENS, prepare
+from harness.data.sampler import BlockSampler
+from harness.data.sources.common import read_documents
 from harness.errors import UserError
 from harness.pipeline import special_tokens
 from harness import plan
 from harness.results import write_atomic
-from harness.sources import read_documents
 from harness.suite import load_suite
 
 from conftest import REPO
@@ -41,9 +43,9 @@ def corpus(folder: Path, n_files: int = 5) -> str:
     return str(folder / "*.txt")
 
 
-def files_config(paths: list[str], **files) -> DataConfig:
-    return DataConfig(source="files", files={"paths": paths, **files}, synthetic={"entities": 10, "documents": 50},
-                      tokenizer={"vocab_size": 200}, seq_len=16, eval_examples=8)
+def files_config(paths: list[str], **files) -> FilesData:
+    return FilesData(files={"paths": paths, **files}, synthetic={"entities": 10, "documents": 50},
+                     tokenizer={"vocab_size": 200}, seq_len=16, eval_examples=8)
 
 
 def write_suite(path: Path, paths: list[str], **top) -> Path:
@@ -141,7 +143,7 @@ def test_the_encoding_setting_reads_latin1_text_and_jsonl(tmp_path):
 
 
 def test_the_new_settings_at_their_defaults_keep_existing_cache_keys(tmp_path):
-    from harness.data import cache_key
+    from harness.data.prepare import cache_key
     cfg = files_config([corpus(tmp_path / "corpus")])
     assert "encoding" not in cfg.model_dump()["files"] and "skip_missing" not in cfg.model_dump()["files"]
     latin = files_config(cfg.files.paths, encoding="LATIN1")

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensor
 
 from harness.budget import micro_step_flops, shapes_only, step_cost
-from harness.data import BlockSampler
+from harness.data.sampler import BlockSampler
 from harness.models import SIZES, model_factory, parameter_count
 from harness.plan import vocab_of
 from objectives import registry
@@ -107,7 +107,7 @@ def test_shapes_from_computed_values_fall_back_to_real_compute(data):
 PLAN_GPU_PROFILE = """
 import json, sys
 from pathlib import Path
-from harness.data import PreparedData
+from harness.data.prepare import PreparedData
 from harness.plan import plan_suite
 from harness.suite import load_suite
 suite = load_suite(Path(sys.argv[1]), "gpu")

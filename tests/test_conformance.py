@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import BlockSampler
+from harness.data.sampler import BlockSampler
 from harness.models import SIZES, model_factory, parameter_count
 from harness.plan import vocab_of
 from objectives import registry

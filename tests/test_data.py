@@ -8,28 +8,17 @@ import pytest
 from transformers import AutoTokenizer
 
 from harness.synthetic import TASK_SPLITS, TASKS
-from harness.data import (
-    BASE_SPECIAL_TOKENS,
-    CORPUS_SEED,
-    META,
-    BlockSampler,
-    DataConfig,
-    PreparedData,
-    TokenIndex,
-    TokenizerConfig,
-    data_card,
-    load_tokenizer,
-    prepare,
-    split_documents,
-    text_bytes,
-    token_dtype,
-    write_split,
-)
+from harness.data.config import FilesData, SyntheticData, TokenizerConfig
+from harness.data.prepare import BASE_SPECIAL_TOKENS, META, PreparedData, data_card, prepare, split_sizes
+from harness.data.sampler import BlockSampler
+from harness.data.sources.synthetic import CORPUS_SEED
+from harness.data.tokenizer import load_tokenizer
+from harness.data.tokens import token_dtype, write_split
 from harness.errors import UserError
 from harness.synthetic import WorldConfig, build_world, corpus
 
-CFG = DataConfig(synthetic=WorldConfig(entities=10, documents=300), tokenizer={"vocab_size": 160},
-                 seq_len=16, eval_examples=20)
+CFG = SyntheticData(synthetic=WorldConfig(entities=10, documents=300), tokenizer={"vocab_size": 160},
+                    seq_len=16, eval_examples=20)
 SPECIALS = ["[MASK]", "[CLS]", "[EOS]", "<extra_id_10>", "<extra_id_2>", "[MASK]"]
 
 
@@ -46,8 +35,20 @@ def prepared(cache_root):
 @pytest.fixture(scope="module")
 def documents():
     """(training, validation) documents, generated the way prepare() does."""
-    world = build_world(CFG.synthetic)
-    return split_documents(corpus(world, CFG.synthetic.documents, CORPUS_SEED), CFG.val_fraction)
+    texts = corpus(build_world(CFG.synthetic), CFG.synthetic.documents, CORPUS_SEED)
+    n_train, _ = split_sizes(len(texts), CFG.val_fraction)
+    return texts[:n_train], texts[n_train:]
+
+
+def text_bytes(documents: list[str]) -> int:
+    """UTF-8 bytes, and one for each document's [EOS] (as the data card counts them)."""
+    return sum(len(d.encode("utf-8")) + 1 for d in documents)
+
+
+def document_spans(tokens: np.ndarray, eos: int) -> list[tuple[int, int]]:
+    """(start, stop) of every document of a token file, each ending with its [EOS]."""
+    stops = (np.flatnonzero(tokens == eos) + 1).tolist()
+    return list(zip([0, *stops[:-1]], stops))
 
 
 def decoded_documents(prepared, path):
@@ -124,7 +125,7 @@ def test_prepared_data_round_trips_through_json(prepared):
     assert PreparedData.from_dict(d) == prepared
     meta = json.loads((prepared.root / META).read_text())
     assert {k: meta[k] for k in d} == d
-    assert meta["card"] == data_card(prepared) and meta["config"] == CFG.model_dump(mode="json")
+    assert meta["card"] == data_card(prepared) and meta["config"] == CFG.identity(mode="json")
 
 
 def test_too_small_vocabulary_is_a_user_error(tmp_path):
@@ -186,7 +187,7 @@ def test_sampler_pickles_as_its_arguments(counting_file):
     assert np.array_equal(copy.batch(1, 0, 0, 4), sampler.batch(1, 0, 0, 4))
 
 
-# ---------------------------------------------------------------- index, card, shards
+# ---------------------------------------------------------------- sentences, card, shards
 
 
 def test_data_card_counts_match_the_files(prepared, documents):
@@ -202,22 +203,27 @@ def test_data_card_counts_match_the_files(prepared, documents):
     assert entropy is None or 0 < entropy < 8
 
 
-def test_the_index_holds_every_document_and_sentence(prepared, documents):
+def sentence_cuts(tokens: np.ndarray, start: int, stop: int, sentence_end) -> list[int]:
+    """Where the sentences of the document tokens[start:stop] start, then where its [EOS] is:
+    after every sentence-end token but the last (as NSP and SOP cut)."""
+    ends = set(sentence_end)
+    return [start, *(j + 1 for j in range(start, stop - 2) if int(tokens[j]) in ends), stop - 1]
+
+
+def test_the_sentence_ends_cut_every_document_into_its_sentences(prepared, documents):
     train, _ = documents
     tokenizer = load_tokenizer(prepared.tokenizer_dir)
     tokens = np.fromfile(prepared.train_tokens, dtype=prepared.dtype)
-    index = TokenIndex.open(prepared.train_tokens)
-    assert len(index) == len(train) and index.documents[-1] == len(tokens)
+    spans = document_spans(tokens, prepared.special_tokens["[EOS]"])
+    assert len(spans) == len(train) and spans[-1][1] == len(tokens) and prepared.sentence_end
     for i in range(0, len(train), 7):
-        start, stop = index.document(i)
-        assert tokens[stop - 1] == prepared.special_tokens["[EOS]"]
-        cuts = [*index.sentences_of(i), stop - 1]
+        cuts = sentence_cuts(tokens, *spans[i], prepared.sentence_end)
         sentences = [tokenizer.decode(tokens[a:b]).strip() for a, b in zip(cuts, cuts[1:])]
         assert sentences == reference_sentences(train[i])
 
 
 def reference_sentences(text: str) -> list[str]:
-    """Sentences cut at the text's sentence-final punctuation ("." "?" "!"), as the index cuts."""
+    """Sentences cut at the text's sentence-final punctuation ("." "?" "!")."""
     return [s.strip() for s in re.findall(r"[^.!?]*[.!?]+|[^.!?]+$", text) if s.strip()]
 
 
@@ -225,15 +231,19 @@ def test_blocks_decode_to_the_documents_they_were_cut_from(prepared, documents):
     train, _ = documents
     tokenizer = load_tokenizer(prepared.tokenizer_dir)
     eos = prepared.special_tokens["[EOS]"]
+    tokens = np.fromfile(prepared.train_tokens, dtype=prepared.dtype)
+    spans = document_spans(tokens, eos)
     sampler = BlockSampler(prepared.train_tokens, prepared.dtype, seq_len=128, seed=3)
     starts = sampler.starts(step=2, micro=0, rank=0, batch_size=16)
-    blocks, doc_ids = sampler.batch(2, 0, 0, 16), sampler.document_ids(starts)
+    blocks = sampler.batch(2, 0, 0, 16)
     n_whole = 0
-    for start, block, ids in zip(starts, blocks, doc_ids):
+    for start, block in zip(starts, blocks):
+        assert np.array_equal(block, tokens[start : start + 128])
+        ids = np.searchsorted([a for a, _ in spans], start + np.arange(128), side="right") - 1
         for doc in np.unique(ids):
             piece = block[ids == doc]
             text = tokenizer.decode(piece[piece != eos])
-            first, stop = sampler.index.document(doc)
+            first, stop = spans[doc]
             if start <= first and stop <= start + 128:  # the whole document is in the block
                 n_whole += 1
                 assert text == train[doc] and piece[-1] == eos
@@ -260,33 +270,30 @@ def test_ids_beyond_uint16_are_written_as_uint32(tmp_path):
     docs = [[70_000, 5, 9, 2], [65_536, 2], [9, 9, 9, 9, 9, 2]]
     features = datasets.Features({"ids": datasets.List(datasets.Value("uint32")), "bytes": datasets.Value("int64")})
     table = datasets.Dataset.from_dict({"ids": docs, "bytes": [4, 2, 6]}, features=features)
-    stats = write_split(table, tmp_path / "t.bin", sentence_end=[5], eos=2)
+    stats = write_split(table, tmp_path / "t.bin")
     assert (stats.documents, stats.tokens, stats.bytes) == (3, 12, 12)
     assert np.fromfile(tmp_path / "t.bin", dtype="uint32").tolist() == sum(docs, [])
-    index = TokenIndex.open(tmp_path / "t.bin")
-    assert index.documents.tolist() == [0, 4, 6, 12]
-    assert index.sentences.tolist() == [0, 2, 4, 6]  # "70000 5 | 9", "65536", "9 9 9 9 9"
 
 
 def test_more_processes_change_neither_the_key_nor_the_shards(prepared, tmp_path):
     parallel = prepare(CFG.model_copy(update={"num_proc": 2}), SPECIALS, tmp_path)
     assert parallel.root.name == prepared.root.name
-    for name in ("train.bin", "val.bin", "train.docs.bin", "train.sentences.bin"):
+    for name in ("train.bin", "val.bin"):
         assert (parallel.root / name).read_bytes() == (prepared.root / name).read_bytes()
     assert "num_proc" not in CFG.model_dump()
 
 
 def test_the_default_synthetic_corpus_prepares_quickly(tmp_path):
     started = time.perf_counter()
-    data = prepare(DataConfig(), BASE_SPECIAL_TOKENS, tmp_path)
+    data = prepare(SyntheticData(), BASE_SPECIAL_TOKENS, tmp_path)
     assert time.perf_counter() - started < 10
-    assert data.n_train_documents + data.n_val_documents == DataConfig().synthetic.documents
+    assert data.n_train_documents + data.n_val_documents == SyntheticData().synthetic.documents
 
 
 def test_special_tokens_written_in_a_document_are_text(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("ann said [MASK] .\nbob said [EOS] twice .\n" * 20)
-    cfg = DataConfig(source="files", files={"paths": [str(path)]}, tokenizer={"vocab_size": 100})
+    cfg = FilesData(files={"paths": [str(path)]}, tokenizer={"vocab_size": 100})
     data = prepare(cfg, SPECIALS, tmp_path / "cache")
     tokens = np.fromfile(data.train_tokens, dtype=data.dtype)
     eos, mask = data.special_tokens["[EOS]"], data.special_tokens["[MASK]"]

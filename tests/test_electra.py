@@ -10,7 +10,8 @@ import torch.nn.functional as F
 import transformers
 from lm_eval.api.instance import Instance
 
-from harness.data import BlockSampler, load_tokenizer
+from harness.data.sampler import BlockSampler
+from harness.data.tokenizer import load_tokenizer
 from harness.evaluate import evaluate_entry
 from harness.evaluate.electra import DiscriminatorLM
 from harness.models import SIZES, ModelSize, model_factory, parameter_count

@@ -14,7 +14,9 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM
 from transformers.models.modernbert.modeling_modernbert import ModernBertEncoderLayer
 from transformers.models.modernbert_decoder.modeling_modernbert_decoder import ModernBertDecoderLayer
 
-from harness.data import BASE_SPECIAL_TOKENS, DataConfig, load_tokenizer, prepare
+from harness.data.config import SyntheticData
+from harness.data.prepare import BASE_SPECIAL_TOKENS, prepare
+from harness.data.tokenizer import load_tokenizer
 from harness.encdec import EncoderDecoderConfig, ModernEncoderDecoder, shift_right, split_layers
 from harness.evaluate import evaluate_entry
 from harness.evaluate.seq2seq import EncoderDecoderLM, seq2seq_rows
@@ -130,7 +132,7 @@ def test_shift_right():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A tiny world whose tokenizer carries the sentinels, with its evaluation tasks."""
-    cfg = DataConfig(synthetic=WorldConfig(entities=12, documents=300, seed=3), seq_len=32, eval_examples=8)
+    cfg = SyntheticData(synthetic=WorldConfig(entities=12, documents=300, seed=3), seq_len=32, eval_examples=8)
     return prepare(cfg, [*BASE_SPECIAL_TOKENS, *SENTINELS], tmp_path_factory.mktemp("data"))
 
 

@@ -14,7 +14,10 @@ import torch
 import transformers
 
 import harness.finetune
-from harness.data import BASE_SPECIAL_TOKENS, BlockSampler, DataConfig, load_tokenizer, prepare
+from harness.data.config import SyntheticData
+from harness.data.prepare import BASE_SPECIAL_TOKENS, prepare
+from harness.data.sampler import BlockSampler
+from harness.data.tokenizer import load_tokenizer
 from harness.errors import UserError
 from harness.finetune import (FINETUNE_TASKS, FinetuneConfig, baselines, build_classifier, check_finetune_tasks,
                               classification_metrics, encode_rows, finetune_model, load_rows, pad_right, pool)
@@ -32,8 +35,8 @@ EVAL_ROWS = 200  # rows per task split; see the acceptance test's margin
 @pytest.fixture(scope="session")
 def world_data(tmp_path_factory):
     """The synthetic world with enough task rows to fine-tune on and score."""
-    cfg = DataConfig(synthetic=WorldConfig(entities=12, documents=600, seed=3), seq_len=SEQ_LEN,
-                     val_fraction=0.1, eval_examples=EVAL_ROWS)
+    cfg = SyntheticData(synthetic=WorldConfig(entities=12, documents=600, seed=3), seq_len=SEQ_LEN,
+                        val_fraction=0.1, eval_examples=EVAL_ROWS)
     return prepare(cfg, [*BASE_SPECIAL_TOKENS, "[MASK]", "[CLS]", "[SEP]"], tmp_path_factory.mktemp("data"))
 
 

@@ -9,7 +9,7 @@ import torch
 import transformers
 
 from harness.budget import micro_step_flops
-from harness.data import BlockSampler
+from harness.data.sampler import BlockSampler
 from harness.models import SIZES, model_factory, parameter_count
 from objectives.base import IGNORE_INDEX, Vocab
 from objectives.clm import CausalLM

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from harness.data import BlockSampler
+from harness.data.sampler import BlockSampler
 from harness.models import SIZES, model_factory
 from harness.plan import vocab_of
 from objectives.base import IGNORE_INDEX, Vocab

@@ -13,7 +13,8 @@ import transformers
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 
-from harness.data import BlockSampler, load_tokenizer
+from harness.data.sampler import BlockSampler
+from harness.data.tokenizer import load_tokenizer
 from harness.evaluate import _lm_eval_model, _model_args, evaluate_entry
 from harness.evaluate.prefix import PrefixLM as PrefixScorer
 from harness.evaluate.prefix import prefix_row

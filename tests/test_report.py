@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.data import PreparedData
+from harness.data.prepare import PreparedData
 from harness.errors import UserError
 from harness.report import write_report
 from harness.results import write_json, write_yaml

@@ -13,38 +13,32 @@ import shutil
 
 import datasets
 import numpy as np
+import pydantic
 import pytest
 import yaml
 
 from harness import cli
-from harness.data import (
-    BASE_SPECIAL_TOKENS,
-    CORPUS_SEED,
-    DataConfig,
-    TokenIndex,
-    cache_key,
-    load_tokenizer,
-    prepare,
-    save_tokenizer,
-    special_token_order,
-    train_tokenizer,
-)
+from harness.data.config import DataConfig
+from harness.data.prepare import BASE_SPECIAL_TOKENS, cache_key, prepare, special_token_order
+from harness.data.sources.common import read_documents
+from harness.data.sources.synthetic import CORPUS_SEED
+from harness.data.tokenizer import load_tokenizer, train_tokenizer, wrap_tokenizer
 from harness.errors import UserError
 from harness.pipeline import special_tokens
-from harness.sources import quiet_datasets, read_documents
+from harness.runtime import quiet
 from harness.suite import load_suite
 from harness.synthetic import WorldConfig, build_world, corpus
 
 WORLD = WorldConfig(entities=10, documents=120)
 DOCS = corpus(build_world(WORLD), WORLD.documents, CORPUS_SEED)
 SPECIALS = [*BASE_SPECIAL_TOKENS, "[MASK]", "[CLS]"]
-SHARD_FILES = ("train.bin", "val.bin", "train.docs.bin", "val.docs.bin", "train.sentences.bin",
-               "val.sentences.bin")
+SHARD_FILES = ("train.bin", "val.bin")
 
 
-def config(**settings) -> DataConfig:
-    return DataConfig(**{"synthetic": WORLD, "tokenizer": {"vocab_size": 200}, "seq_len": 16,
-                         "eval_examples": 8, **settings})
+def config(**settings):
+    """The data section of these settings, as a suite would validate it (source: the default)."""
+    return pydantic.TypeAdapter(DataConfig).validate_python(
+        {"synthetic": WORLD, "tokenizer": {"vocab_size": 200}, "seq_len": 16, "eval_examples": 8, **settings})
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +50,7 @@ def files(tmp_path_factory):
     for i, text in enumerate(DOCS):
         (root / "docs" / f"{i:04d}.txt").write_text(text)
     (root / "docs.jsonl").write_text("".join(json.dumps({"body": t, "n": i}) + "\n" for i, t in enumerate(DOCS)))
-    with quiet_datasets():
+    with quiet():
         datasets.Dataset.from_dict({"content": DOCS}).to_parquet(str(root / "docs.parquet"))
         saved = datasets.Dataset.from_dict({"text": DOCS, "id": list(range(len(DOCS)))})
         saved.save_to_disk(str(root / "saved"))
@@ -146,19 +140,22 @@ def test_each_tokenizer_kind_round_trips_documents_and_sentences(kind, tmp_path)
     path.write_text("".join(json.dumps({"text": " ".join(d)}) + "\n" for d in docs))
     cfg = config(source="files", files={"paths": [str(path)]}, tokenizer={"kind": kind, "vocab_size": 400})
     data = prepare(cfg, SPECIALS, tmp_path / "cache")
-    tokenizer, index = load_tokenizer(data.tokenizer_dir), TokenIndex.open(data.train_tokens)
+    tokenizer = load_tokenizer(data.tokenizer_dir)
     tokens = np.fromfile(data.train_tokens, dtype=data.dtype)
-    assert data.tokenizer == kind and len(index) == data.n_train_documents
+    stops = (np.flatnonzero(tokens == data.special_tokens["[EOS]"]) + 1).tolist()
+    assert data.tokenizer == kind and len(stops) == data.n_train_documents and stops[-1] == len(tokens)
+    ends = set(data.sentence_end)
     for i in range(0, data.n_train_documents, 5):
-        start, stop = index.document(i)
+        start, stop = ([0, *stops])[i], stops[i]
         assert tokenizer.decode(tokens[start : stop - 1]) == " ".join(docs[i])
-        cuts = [*index.sentences_of(i), stop - 1]
+        # NSP and SOP cut sentences after each sentence-end token.
+        cuts = [start, *(j + 1 for j in range(start, stop - 2) if int(tokens[j]) in ends), stop - 1]
         assert [tokenizer.decode(tokens[a:b]).strip() for a, b in zip(cuts, cuts[1:])] == docs[i]
 
 
 def test_a_pretrained_tokenizer_gets_each_missing_special_token_once(tmp_path):
     base = tmp_path / "pretrained"
-    save_tokenizer(train_tokenizer(DOCS, 150, ["[UNK]", "[CLS]"]), base)
+    wrap_tokenizer(train_tokenizer(DOCS, 150, ["[UNK]", "[CLS]"])).save_pretrained(base)
     before = load_tokenizer(base)
     data = prepare(config(tokenizer={"pretrained": str(base)}), SPECIALS, tmp_path / "cache")
     tokenizer = load_tokenizer(data.tokenizer_dir)
@@ -233,6 +230,23 @@ def test_a_source_without_its_section_or_a_stream_without_an_end_is_invalid(tmp_
         load_suite(path)
 
 
+def test_a_section_of_another_source_an_unknown_source_and_a_bad_setting_are_named(tmp_path):
+    path = tmp_path / "suite.yaml"
+    suite = {"objectives": ["clm"], "budget": {"tokens": 1e5}, "data": {"hf": {"path": "x"}}}
+    path.write_text(yaml.safe_dump(suite))  # source: synthetic, the default
+    with pytest.raises(UserError, match="unknown key; expected one of: source, synthetic, tokenizer") as error:
+        load_suite(path)
+    assert error.value.where == f"{path}: data.hf"
+    suite["data"]["source"] = "hf"
+    path.write_text(yaml.safe_dump(suite))
+    assert load_suite(path).data.hf.path == "x"
+    with pytest.raises(UserError, match="unknown source 'web'; expected one of: synthetic, hf, files, prepared"):
+        load_suite(path, overrides=["data.source=web"])
+    with pytest.raises(UserError, match="greater than or equal to 2") as error:
+        load_suite(path, overrides=["data.hf.max_documents=1"])
+    assert error.value.where == "--set data.hf.max_documents"
+
+
 # ---------------------------------------------------------------- the offline mirror
 
 
@@ -260,7 +274,11 @@ def test_data_prepare_writes_a_mirror_that_runs_offline(files, tmp_path, capsys,
 
     shutil.rmtree(source)  # the compute node: no source data, no network
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    offline = load_suite(suite_path, overrides=["data.source=prepared", f"data.prepared.dir={mirror}"])
+    to_mirror = ["data.source=prepared", f"data.prepared.dir={mirror}"]
+    with pytest.raises(UserError, match="unknown key; expected one of: source, synthetic") as error:
+        load_suite(suite_path, overrides=to_mirror)  # the hf section belongs to another source
+    assert error.value.where == f"{suite_path}: data.hf" and "prepared" in error.value.message
+    offline = load_suite(suite_path, overrides=[*to_mirror, "data.hf=null"])  # null: no section
     opened = prepare(offline.data, special_tokens(offline), tmp_path / "elsewhere")
     assert opened == written and not (tmp_path / "elsewhere").exists()
     assert {k: v for k, v in opened.to_dict().items() if "/" not in str(v)} == \

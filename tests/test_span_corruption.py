@@ -82,7 +82,7 @@ def test_sentinels_are_unique_and_in_order(vocab, tokens):
 
 
 def test_inputs_and_targets_rebuild_the_text(tiny_data, vocab, tokens):
-    from harness.data import load_tokenizer
+    from harness.data.tokenizer import load_tokenizer
     tokenizer = load_tokenizer(tiny_data.tokenizer_dir)
     objective = SpanCorruption(SpanCorruption.Config(), vocab)
     block = blocks(tokens, 8, objective.block_length(32), seed=2)

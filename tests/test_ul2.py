@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import BlockSampler
+from harness.data.sampler import BlockSampler
 from harness.errors import UserError
 from harness.models import SIZES, build_model
 from objectives.base import IGNORE_INDEX, Vocab

@@ -133,7 +133,7 @@ def suite_data_card(suite_dir: Path) -> dict | None:
     """The data card of the suite's data, read from any run's plan (every run shares the data)."""
     # Imported here: harness.data imports transformers and tokenizers, which `harness report`
     # needs only for this card, never for the tables.
-    from harness.data import PreparedData, data_card
+    from harness.data.prepare import PreparedData, data_card
     plans = (read_yaml(run_yaml) or {} for run_yaml in run_yamls(suite_dir))
     data = next((plan["data"] for plan in plans if plan.get("data")), None)
     return None if data is None else data_card(PreparedData.from_dict(data))
