@@ -26,12 +26,14 @@ import yaml
 from sqlitedict import SqliteDict
 
 import harness.evaluate.cache
+from harness.data import PreparedData
 from harness.errors import UserError
 from harness.evaluate import HELDOUT_TASK, evaluate_entry, model_sha256, safetensors_weights
 from harness.evaluate.adapters import CausalLM
 from harness.evaluate.cache import JsonResponses
 from harness.finetune import FinetuneConfig, finetune_model
-from harness.suite import EvalConfig
+from harness.plan import RunPlan
+from harness.suite import EvalConfig, ResourcesConfig, TrainConfig
 from tiny_lm import tiny_config, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,12 +230,15 @@ def test_cli_eval_of_a_run_with_pickled_weights_exits_2_naming_the_file(model_di
 
 
 def run_plan(run: Path, tasks_dir: Path) -> dict:
-    """run.yaml of a trained causal-LM run (what `harness eval` reads of it)."""
-    return {
-        "run_id": run.name, "suite": run.parent.name, "objective": "clm", "label": "clm", "objective_config": {},
-        "architecture": "decoder", "scoring": "loglikelihood", "defines_likelihood": True, "size": "tiny",
-        "seed": 0, "steps": 1, "warmup_steps": 0, "flops_per_step": 1.0, "tokens_per_step": 64, "params": 1,
-        "params_trained": 1, "seq_len": 32, "block_length": 32, "scoring_args": {}, "run_dir": str(run),
-        "data": {"tasks_dir": str(tasks_dir)}, "train": {}, "resources": {},
-        "eval": EvalConfig(tasks=[TASK]).model_dump(mode="json"),
-    }
+    """run.yaml of a trained causal-LM run, as `harness run` records it (`harness eval` reads the
+    scoring, the task files and the eval section)."""
+    root = tasks_dir.parent
+    data = PreparedData(root=root, tokenizer_dir=run / "model", train_tokens=root / "train.bin",
+                        val_tokens=root / "val.bin", dtype="uint16", vocab_size=1, n_train_tokens=0,
+                        n_val_tokens=0, n_val_bytes=0, special_tokens={}, tasks_dir=tasks_dir)
+    return RunPlan(
+        run_id=run.name, suite=run.parent.name, objective="clm", label="clm", objective_config={},
+        architecture="decoder", scoring="loglikelihood", defines_likelihood=True, size="tiny", seed=0,
+        steps=1, warmup_steps=0, flops_per_step=1.0, tokens_per_step=64, params=1, params_trained=1,
+        seq_len=32, block_length=32, scoring_args={}, run_dir=run, data=data, train=TrainConfig(),
+        resources=ResourcesConfig(), eval=EvalConfig(tasks=[TASK])).record()

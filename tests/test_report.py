@@ -15,8 +15,11 @@ import pytest
 
 from harness.data.prepare import PreparedData
 from harness.errors import UserError
+from harness.plan import RunPlan
 from harness.report import write_report
-from harness.results import write_json, write_yaml
+from harness.results import read_yaml, write_json, write_yaml
+from harness.suite import EvalConfig, ResourcesConfig, TrainConfig
+from objectives import registry
 
 CHANCE = {"synthetic_hellaswag": 0.25, "synthetic_mmlu": 0.25, "synthetic_glue": 0.5,
           "synthetic_cola": 0.5, "synthetic_sst2": 0.5, "synthetic_rte": 0.5}
@@ -39,13 +42,28 @@ FINETUNE = {"clm": {"synthetic_sst2": [0.80, 0.84, 0.82], "synthetic_cola": [0.2
 HEAD = {"clm": "last-token", "mlm": "encoder-mean"}
 
 
-def data_dict(root: Path) -> dict:
+def prepared_data(root: Path) -> PreparedData:
     return PreparedData(
         root=root, tokenizer_dir=root / "tokenizer", train_tokens=root / "train.bin", val_tokens=root / "val.bin",
         dtype="uint16", vocab_size=512, n_train_tokens=90_000, n_val_tokens=10_000, n_val_bytes=41_000,
         special_tokens={"[PAD]": 0, "[UNK]": 1, "[EOS]": 2}, tasks_dir=root / "tasks", n_train_documents=540,
         n_val_documents=60, n_train_bytes=369_000, source="synthetic world", tokenizer="bpe", val_fraction=0.1,
-        entropy_bits_per_byte=0.2205).to_dict()
+        entropy_bits_per_byte=0.2205)
+
+
+def write_plan(run: Path, objective: str, seed: int, data: PreparedData, aggregate=None) -> RunPlan:
+    """RUN/run.yaml as `harness run` writes it: the run's plan, of which the report reads the
+    identity, the steps, the data and the eval section."""
+    cls = registry.get(objective)
+    plan = RunPlan(
+        run_id=run.name, suite=run.parent.name, objective=objective, label=objective, objective_config={},
+        architecture=cls.architecture, scoring=cls.scoring, defines_likelihood=cls.defines_likelihood,
+        size="mini", seed=seed, steps=100, warmup_steps=5, flops_per_step=6.0e10, tokens_per_step=4096,
+        params=1_200_000, params_trained=1_300_000, seq_len=128, block_length=128,
+        scoring_args={"max_length": 128}, run_dir=run, data=data, train=TrainConfig(),
+        resources=ResourcesConfig(), eval=EvalConfig(tasks=list(SCORES.get(objective, [])), aggregate=aggregate))
+    write_yaml(run / "run.yaml", plan.record())
+    return plan
 
 
 def lm_eval_file(entry: str, task: str, scoring: str, metrics: dict, chance: float | None) -> dict:
@@ -67,14 +85,11 @@ def finetune_file(task: str, objective: str, median: float) -> dict:
             "chance": 0.0 if metric == "mcc" else 0.55, "runs": runs, "median": {"acc": median, "mcc": median}}
 
 
-def write_run(suite: Path, objective: str, seed: int, data: dict, aggregate=None) -> Path:
+def write_run(suite: Path, objective: str, seed: int, data: PreparedData, aggregate=None) -> Path:
     run_id = f"{objective}-mini-s{seed}-0123abcd"
     run = suite / run_id
     likelihood = objective in HELDOUT_BPB
-    write_yaml(run / "run.yaml", {
-        "run_id": run_id, "suite": suite.name, "objective": objective, "label": objective,
-        "size": "mini", "seed": seed, "scoring": SCORING[objective], "defines_likelihood": likelihood,
-        "data": data, "eval": {"tasks": list(SCORES[objective]), "aggregate": aggregate}})
+    write_plan(run, objective, seed, data, aggregate)
     write_json(run / "train.json", {
         "run_id": run_id, "objective": objective, "size": "mini", "seed": seed, "steps": 100,
         "tokens_seen": 409_600, "flops_spent": 6.0e12 * (1 + seed / 1000), "flops_per_step": 6.0e10,
@@ -100,11 +115,11 @@ def write_run(suite: Path, objective: str, seed: int, data: dict, aggregate=None
 
 @pytest.fixture
 def suite(tmp_path) -> Path:
-    suite, data = tmp_path / "demo", data_dict(tmp_path / "data")
+    suite, data = tmp_path / "demo", prepared_data(tmp_path / "data")
     for objective, seeds in (("clm", 3), ("mlm", 2)):
         for seed in range(seeds):
             write_run(suite, objective, seed, data)
-    write_yaml(suite / "unfinished-run" / "run.yaml", {"run_id": "unfinished-run"})  # no train.json: left out
+    write_plan(suite / "unfinished-run", "prefix_lm", 0, data)  # planned, not started: no finished run
     return suite
 
 
@@ -190,7 +205,7 @@ def test_summary_csv_has_mean_and_interval_of_every_score(suite):
 
 
 def test_declared_aggregate_wins_and_an_unknown_one_is_a_user_error(tmp_path):
-    suite, data = tmp_path / "declared", data_dict(tmp_path / "data")
+    suite, data = tmp_path / "declared", prepared_data(tmp_path / "data")
     inline = {"name": "glue-pair", "version": 1, "tasks": {"synthetic_glue": "acc", "synthetic_sst2": "acc"}}
     for seed in range(2):
         write_run(suite, "mlm", seed, data, aggregate=inline)
@@ -199,7 +214,9 @@ def test_declared_aggregate_wins_and_an_unknown_one_is_a_user_error(tmp_path):
     assert "## Aggregate: glue-pair, version 1 (`glue-pair-v1`)" in report
     assert (row(markdown_table(report, "Aggregate"), objective="mlm")["mean"]) == "0.140"
 
-    bad = write_run(tmp_path / "bad", "mlm", 0, data, aggregate="synthetic-core-v2")
+    bad = write_run(tmp_path / "bad", "mlm", 0, data)
+    record = read_yaml(bad / "run.yaml")  # as a harness that knows a synthetic-core-v2 would record it
+    write_yaml(bad / "run.yaml", record | {"eval": record["eval"] | {"aggregate": "synthetic-core-v2"}})
     with pytest.raises(UserError, match="unknown aggregate 'synthetic-core-v2'.*did you mean") as err:
         write_report(tmp_path / "bad", "Bad")
     assert str(bad / "run.yaml") in err.value.where
@@ -216,7 +233,7 @@ def test_report_keeps_data_card_notes_and_runs(suite):
 
 
 def test_an_evaluation_file_without_the_harness_block_is_a_user_error(tmp_path):
-    suite, data = tmp_path / "old", data_dict(tmp_path / "data")
+    suite, data = tmp_path / "old", prepared_data(tmp_path / "data")
     run = write_run(suite, "mlm", 0, data)
     write_json(run / "eval" / "synthetic_glue.json", {  # a one-task format of older versions: not read
         "task": "synthetic_glue", "scoring": "pseudo-loglikelihood", "chance": 0.5,
@@ -231,20 +248,17 @@ def test_an_evaluation_file_without_the_harness_block_is_a_user_error(tmp_path):
 
 
 def test_partial_report_names_each_unfinished_run_with_its_state(suite):
-    data = data_dict(suite.parent / "data")
+    data = prepared_data(suite.parent / "data")
     trained = suite / "mlm-mini-s1-0123abcd"
     (trained / "DONE").unlink()  # trained; its evaluation was cut short
     interrupted = suite / "clm-mini-s3-0123abcd"  # stopped after a checkpoint at step 40
-    write_yaml(interrupted / "run.yaml", {"run_id": interrupted.name, "objective": "clm", "label": "clm",
-                                          "size": "mini", "seed": 3, "steps": 100, "scoring": "loglikelihood",
-                                          "data": data})
+    write_plan(interrupted, "clm", 3, data)
     (interrupted / "metrics.jsonl").write_text("".join(
         json.dumps({"kind": "train", "step": step, "loss": 3.0}) + "\n" for step in (20, 40, 45)))
     (interrupted / "checkpoints").mkdir()
     (interrupted / "checkpoints" / "latest").write_text("step40")
     failed = suite / "ul2-mini-s0-0123abcd"  # as harness.schedule records a failure (see test_failures)
-    write_yaml(failed / "run.yaml", {"run_id": failed.name, "objective": "ul2", "label": "ul2", "size": "mini",
-                                     "seed": 0, "steps": 100, "scoring": "prefix-loglikelihood", "data": data})
+    write_plan(failed, "ul2", 0, data)
     write_yaml(failed / "FAILED", {"run_id": failed.name, "failures": [{
         "failed": "train", "error": "RuntimeError", "message": "RuntimeError: a | b\nc", "error_tail": "...",
         "when": "2026-01-01T00:00:00+00:00", "after_step": 30, "steps": 100,
@@ -266,13 +280,14 @@ def test_partial_report_names_each_unfinished_run_with_its_state(suite):
     assert row(training, objective="ul2")["seeds"] == "0 of 1" and row(training, objective="ul2")["FLOPs spent"] == "failed"
     ul2 = row(markdown_table(report, "Aggregate"), objective="ul2")
     assert (ul2["mean"], ul2["runs with every task"], ul2["scoring"]) == ("failed", "0/1", "prefix-loglikelihood")
-    assert "Not here, for want of a finished run: ul2 (mini, failed)." in report.split("## Zero-shot")[1]
+    assert ("Not here, for want of a finished run: ul2 (mini, failed), prefix_lm (mini, missing)."  # unfinished-run
+            in report.split("## Zero-shot")[1])
 
 
 def test_runs_the_suite_no_longer_plans_are_left_out(suite):
     """suite.json lists the runs the suite plans now; a finished run trained for older data (a
     changed tokenizer, say) stays on disk but is not mixed into the tables."""
-    old = write_run(suite.parent / "elsewhere", "clm", 0, data_dict(suite.parent / "older-data"))
+    old = write_run(suite.parent / "elsewhere", "clm", 0, prepared_data(suite.parent / "older-data"))
     for name in ("run.yaml", "train.json"):  # the same run, under the id of other data
         text = (old / name).read_text().replace("0123abcd", "99999999")
         (old / name).write_text(text)
@@ -283,3 +298,11 @@ def test_runs_the_suite_no_longer_plans_are_left_out(suite):
     assert summary.loc["clm", "seeds"] == 3  # not 4: the older run is not counted
     report = (suite / "report.md").read_text()
     assert "clm-mini-s0-99999999" not in report
+
+
+def test_a_run_yaml_that_is_not_a_run_record_is_a_user_error_naming_it(suite):
+    foreign = suite / "foreign-run" / "run.yaml"
+    write_yaml(foreign, {"run_id": "foreign-run"})  # not written by `harness run`
+    with pytest.raises(UserError, match="not a run record of this harness") as err:
+        write_report(suite, "Demo")
+    assert err.value.where == str(foreign)

@@ -14,8 +14,9 @@ two seeds) and, against chance, the centered score ((0.63 - 0.5) / (1 - 0.5) = 0
 
 Where each part lives, in the order `write_report` uses them:
 
-    collect.py             reading the suite's folder: SuiteResults (runs, zero-shot, fine-tuning,
-                           declared aggregates) and every planned run with its state (RUN/FAILED)
+    collect.py             reading the suite's folder, each run.yaml as its harness.plan.RunPlan:
+                           SuiteResults (runs, zero-shot, fine-tuning, declared aggregates) and
+                           every planned run with its state (RUN/FAILED)
     summary.py             the suite's aggregate per run, the per-run wide table, summary.csv
     write.py               write_report: collect, summarize, render, write both files
     format.py              numbers, intervals, "—" and markdown tables

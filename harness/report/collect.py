@@ -8,7 +8,9 @@
     <suite>/<run>/FAILED          the failures of the latest attempt (harness.schedule)
     <suite>/<run>/DONE            the run is done: trained and every unit evaluated
 
-`collect` returns `SuiteResults`; `planned_runs` gives one row per run.yaml with its state in
+Every run.yaml is read through its type, harness.plan.RunPlan (`run_records`: the suite's runs,
+each a RunRecord of its folder and its plan); one that is not a run record is a UserError naming
+it. `collect` returns `SuiteResults`; `planned_runs` gives one row per run.yaml with its state in
 words ("not started", "training unfinished at step 45 of 100; ...", "trained; evaluation
 unfinished", "training failed at step 30 of 100").
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 import yaml
@@ -24,6 +27,9 @@ import yaml
 from harness.errors import UserError
 from harness.evaluate import HELDOUT_TASK as HELDOUT  # the entry of held-out text: bits/byte, perplexities
 from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml
+
+if TYPE_CHECKING:
+    from harness.plan import RunPlan
 
 HELDOUT_METRICS = ("bits_per_byte", "byte_perplexity", "word_perplexity")
 GROUP = ["objective", "size"]
@@ -61,31 +67,44 @@ def run_yamls(suite_dir: Path) -> list[Path]:
     return [path for path in found if path.parent.name in set(current["runs"])]
 
 
+class RunRecord(NamedTuple):
+    """A run the suite plans: its folder, and the plan `harness run` recorded there (run.yaml)."""
+
+    run: RunDir
+    plan: RunPlan
+
+
+def run_records(suite_dir: Path) -> list[RunRecord]:
+    """The runs the suite plans now (`run_yamls`), in run-id order, each with its plan."""
+    # Imported here: harness.plan counts FLOPs with torch, which importing the report never needs.
+    from harness.plan import RunPlan
+    return [RunRecord(RunDir(path.parent), RunPlan.read(path)) for path in run_yamls(suite_dir)]
+
+
 # --- the finished runs' numbers ----------------------------------------------------------------
 
 
 def collect(suite_dir: Path) -> SuiteResults:
     """Every run with a training summary under `suite_dir`, in run-id order."""
+    records = run_records(suite_dir)
     runs, zero_shot, finetune, declared = [], [], [], []
-    for run_yaml in run_yamls(suite_dir):
-        run = RunDir(run_yaml.parent)
+    for run, plan in records:
         if not run.train_json.exists():
             continue
-        plan = read_yaml(run_yaml)
-        identity = {"run_id": plan["run_id"], "objective": plan.get("label", plan["objective"]),
-                    "size": plan["size"], "seed": plan["seed"], "scoring": plan["scoring"]}
-        scores = [row for path in sorted(run.eval_dir.glob("*.json")) for row in eval_rows(path, plan["scoring"])]
+        identity = {"run_id": plan.run_id, "objective": plan.label, "size": plan.size, "seed": plan.seed,
+                    "scoring": plan.scoring}
+        scores = [row for path in sorted(run.eval_dir.glob("*.json")) for row in eval_rows(path, plan.scoring)]
         runs.append(_run_row(read_json(run.train_json), identity, scores))
         zero_shot += [identity | row for row in scores if row["entry"] != HELDOUT]
         finetune += [identity | row for path in sorted(run.finetune_dir.glob("*.json"))
                      for row in finetune_rows(read_json(path))]
-        if (spec := (plan.get("eval") or {}).get("aggregate")) is not None:
-            declared.append((spec, run_yaml))
+        if plan.eval.aggregate is not None:
+            declared.append((plan.eval.aggregate, run.run_yaml))
     runs = pd.DataFrame(runs).astype({metric: float for metric in HELDOUT_METRICS}) if runs else pd.DataFrame()
     # A task reached through two entries (sst2 alone and in the glue tag) counts once per run.
     zero_shot = pd.DataFrame(zero_shot, columns=ZERO_SHOT_COLUMNS).drop_duplicates(["run_id", "task", "metric"])
     return SuiteResults(runs, _numeric(zero_shot), _numeric(pd.DataFrame(finetune, columns=FINETUNE_COLUMNS)),
-                        declared, planned_runs(suite_dir))
+                        declared, planned_table(records, Path(suite_dir)))
 
 
 def _run_row(train: dict, identity: dict, scores: list[dict]) -> dict:
@@ -131,12 +150,11 @@ def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
 
 def suite_data_card(suite_dir: Path) -> dict | None:
     """The data card of the suite's data, read from any run's plan (every run shares the data)."""
-    # Imported here: harness.data imports transformers and tokenizers, which `harness report`
-    # needs only for this card, never for the tables.
-    from harness.data.prepare import PreparedData, data_card
-    plans = (read_yaml(run_yaml) or {} for run_yaml in run_yamls(suite_dir))
-    data = next((plan["data"] for plan in plans if plan.get("data")), None)
-    return None if data is None else data_card(PreparedData.from_dict(data))
+    # Imported here: harness.data imports transformers and tokenizers, which importing the report
+    # never needs.
+    from harness.data.prepare import data_card
+    records = run_records(suite_dir)
+    return data_card(records[0].plan.data) if records else None
 
 
 # --- planned runs: which are not done, and why -------------------------------------------------
@@ -145,14 +163,17 @@ def suite_data_card(suite_dir: Path) -> dict | None:
 def planned_runs(suite_dir: Path) -> pd.DataFrame:
     """One row per run.yaml (PLANNED_COLUMNS): whether the run finished training (train.json) and
     is done (DONE), its state in words, and the failures of its latest attempt (RUN/FAILED)."""
+    return planned_table(run_records(suite_dir), Path(suite_dir))
+
+
+def planned_table(records: list[RunRecord], suite_dir: Path) -> pd.DataFrame:
+    """`planned_runs` of runs already read."""
     rows = []
-    for run_yaml in run_yamls(suite_dir):
-        run, plan = RunDir(run_yaml.parent), read_yaml(run_yaml) or {}
-        failures = read_failures(run, Path(suite_dir))
-        rows.append({"run_id": plan.get("run_id", run.root.name), "size": plan.get("size"),
-                     "objective": plan.get("label") or plan.get("objective"), "seed": plan.get("seed"),
-                     "scoring": plan.get("scoring"), "finished": run.train_json.exists(),
-                     "done": run.done.exists(), "state": run_state(run, plan, failures), "failures": failures})
+    for run, plan in records:
+        failures = read_failures(run, suite_dir)
+        rows.append({"run_id": plan.run_id, "size": plan.size, "objective": plan.label, "seed": plan.seed,
+                     "scoring": plan.scoring, "finished": run.train_json.exists(), "done": run.done.exists(),
+                     "state": run_state(run, plan, failures), "failures": failures})
     return pd.DataFrame(rows, columns=PLANNED_COLUMNS)
 
 
@@ -169,32 +190,30 @@ def read_failures(run: RunDir, suite_dir: Path) -> list[dict]:
     return failures
 
 
-def run_state(run: RunDir, plan: dict, failures: list[dict]) -> str:
+def run_state(run: RunDir, plan: RunPlan, failures: list[dict]) -> str:
     """Where a run stands, in a few words."""
     if run.done.exists():
         return "done"
-    steps = plan.get("steps", "?")
     if run.train_json.exists():
         units = [f["failed"] for f in failures if f.get("failed") != "train"]
         return "trained; failed: " + ", ".join(units) if units else "trained; evaluation unfinished"
     train = [f for f in failures if f.get("failed") == "train"]
     if train:
-        return f"training failed at step {train[-1].get('after_step', '?')} of {steps}"
+        return f"training failed at step {train[-1].get('after_step', '?')} of {plan.steps}"
     logged = max((row.get("step", 0) for row in run.read_metrics()), default=0)
     latest = run.checkpoints / "latest"
     if not logged and not latest.exists():
         return "not started"
     resume = f"; resumes from checkpoint {latest.read_text().strip()}" if latest.exists() else ""
-    return f"training unfinished at step {logged} of {steps}{resume}"
+    return f"training unfinished at step {logged} of {plan.steps}{resume}"
 
 
 def absent_groups(planned: pd.DataFrame) -> list[dict]:
     """Each objective x size that is planned but has no run that finished training: how many
     runs it planned, and "failed" when one of them failed, else "missing"."""
-    known = planned.dropna(subset=GROUP)
     return [{"objective": objective, "size": size, "planned": len(group), "scoring": group["scoring"].iloc[0],
              "status": "failed" if group["failures"].map(bool).any() else "missing"}
-            for (objective, size), group in known.groupby(GROUP, sort=False) if not group["finished"].any()]
+            for (objective, size), group in planned.groupby(GROUP, sort=False) if not group["finished"].any()]
 
 
 def _relative(path: str, root: Path) -> str:

@@ -44,7 +44,7 @@ def _trained_rows(summary: pd.DataFrame, planned: pd.DataFrame) -> pd.DataFrame:
 
 def _seeds_text(summary: pd.DataFrame, planned: pd.DataFrame) -> pd.Series:
     """Finished seeds, and "of N" when more were planned."""
-    counts = planned.dropna(subset=GROUP).groupby(GROUP).size().to_dict()
+    counts = planned.groupby(GROUP).size().to_dict()
 
     def cell(row: pd.Series) -> str:
         of = counts.get((row["objective"], row["size"]), 0)
