@@ -165,7 +165,7 @@ def _cmd_objectives(args) -> int:
 def _cmd_eval(args) -> int:
     from harness.lock import SuiteLock
     from harness.report import write_report
-    from harness.plan import RunPlan
+    from harness.jobs import RunPlan
     from harness.units import check_loads, units_of
 
     run = _trained_run(args.run_dir)

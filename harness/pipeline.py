@@ -15,7 +15,8 @@ from pathlib import Path
 from harness import report, units
 from harness.data.prepare import BASE_SPECIAL_TOKENS, PreparedData, prepare
 from harness.errors import UserError
-from harness.plan import RunPlan, check_validation_split, plan_suite
+from harness.jobs import RunPlan
+from harness.plan import check_validation_split, plan_suite
 from harness.progress import Progress
 from harness.evaluate import safetensors_weights
 from harness.checkpoint import check_resumable

@@ -36,7 +36,7 @@ import yaml
 import harness
 import objectives
 from harness.errors import UserError
-from harness.plan import TrainJob
+from harness.jobs import TrainJob
 from harness.suite import ResourcesConfig
 from harness.progress import Progress, duration
 from harness.results import RunDir, read_yaml, write_atomic

@@ -28,7 +28,8 @@ from harness.data.sampler import BlockSampler
 from harness.data.tokenizer import load_tokenizer
 from harness.errors import UserError
 from harness.models import SIZES, model_factory
-from harness.plan import TrainJob, vocab_of
+from harness.jobs import TrainJob
+from harness.plan import vocab_of
 from harness.results import RunDir, read_jsonl, replace_dir, write_atomic, write_json
 from objectives import registry
 from objectives.base import check_batch

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from harness.evaluate import HELDOUT_TASK
-from harness.plan import EvalJob, TrainJob
+from harness.jobs import EvalJob, TrainJob
 from harness.results import RunDir, read_json
 
 

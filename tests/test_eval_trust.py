@@ -32,7 +32,7 @@ from harness.evaluate import HELDOUT_TASK, evaluate_entry, model_sha256, safeten
 from harness.evaluate.adapters import CausalLM
 from harness.evaluate.cache import JsonResponses
 from harness.finetune import FinetuneConfig, finetune_model
-from harness.plan import RunPlan
+from harness.jobs import RunPlan
 from harness.suite import EvalConfig, ResourcesConfig, TrainConfig
 from tiny_lm import tiny_config, train_tokenizer
 

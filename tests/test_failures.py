@@ -32,7 +32,8 @@ import yaml
 from conftest import REPO
 from harness import pipeline, schedule
 from harness.errors import UserError
-from harness.plan import RunPlan, plan_suite
+from harness.jobs import RunPlan
+from harness.plan import plan_suite
 from harness.progress import Progress
 from harness.report import write_report
 from harness.results import read_yaml

@@ -15,7 +15,7 @@ import pytest
 
 from harness.data.prepare import PreparedData
 from harness.errors import UserError
-from harness.plan import RunPlan
+from harness.jobs import RunPlan
 from harness.report import write_report
 from harness.results import read_yaml, write_json, write_yaml
 from harness.suite import EvalConfig, ResourcesConfig, TrainConfig

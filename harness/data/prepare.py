@@ -15,11 +15,11 @@ import re
 import secrets
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from harness import synthetic
 from harness.data.config import DataConfig, MirrorData, TokenizerConfig
+from harness.data.entry import PreparedData, entry_layout
 from harness.data.sources.common import TEXT, read_documents
 from harness.data.sources.synthetic import LOGPROB
 from harness.data.tokenizer import build_tokenizer, sentence_end_ids, tokenizer_name
@@ -35,56 +35,6 @@ FORMAT_VERSION = 3
 HELDOUT_MAX_BYTES = 256_000
 BASE_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[EOS]")
 META = "meta.json"
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    root: Path
-    tokenizer_dir: Path
-    train_tokens: Path
-    val_tokens: Path
-    dtype: str
-    """numpy dtype of the token files: "uint16" when every id fits, else "uint32"."""
-    vocab_size: int
-    n_train_tokens: int
-    n_val_tokens: int
-    n_val_bytes: int
-    """UTF-8 bytes of the validation documents, one more for each document's end (bits per byte)."""
-    special_tokens: dict[str, int]
-    tasks_dir: Path
-    """<task>/{train,validation,test}.jsonl for every task of `synthetic.TASKS`."""
-    sentence_end: tuple[int, ...] = ()
-    """Ids of the tokens that end a sentence; NSP and SOP cut sentences after them."""
-    n_train_documents: int = 0
-    n_val_documents: int = 0
-    n_train_bytes: int = 0
-    """As n_val_bytes, for the training documents."""
-    source: str = ""
-    """The corpus, in words (the data card's first line)."""
-    tokenizer: str = ""
-    """"bpe", "wordpiece", "unigram", or "pretrained:NAME"."""
-    val_fraction: float = 0.0
-    entropy_bits_per_byte: float | None = None
-    """The synthetic world's true entropy of the held-out text, where the generator gives it."""
-    n_heldout_documents: int = 0
-    """The first validation documents, scored for bits per byte (tasks/harness_heldout/)."""
-
-    def to_dict(self) -> dict:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> PreparedData:
-        known = {f.name for f in fields(cls)}
-        paths = _layout(Path())
-        values = {k: Path(v) if k in paths else v for k, v in d.items() if k in known}
-        values["sentence_end"] = tuple(values.get("sentence_end", ()))
-        return cls(**values)
-
-
-def _layout(root: Path) -> dict[str, Path]:
-    """Where each file of an entry lives."""
-    return {"root": root, "tokenizer_dir": root / "tokenizer", "train_tokens": root / "train.bin",
-            "val_tokens": root / "val.bin", "tasks_dir": root / "tasks"}
 
 
 # ---------------------------------------------------------------- the entry
@@ -200,7 +150,7 @@ def make_temp_dir(parent: Path, prefix: str) -> Path:
 def _build(cfg: DataConfig, specials: Sequence[str], out: Path, root: Path, key: str,
            scratch: Path) -> None:
     """Write every file of the entry into `out`; meta.json, naming the final `root`, goes last."""
-    layout = _layout(out)
+    layout = entry_layout(out)
     documents = read_documents(cfg, scratch)
     n_train, _ = split_sizes(len(documents), cfg.val_fraction, where=cfg.describe())
     tokenizer = build_tokenizer(cfg.tokenizer, documents.select(range(n_train)), specials)
@@ -213,7 +163,7 @@ def _build(cfg: DataConfig, specials: Sequence[str], out: Path, root: Path, key:
     val_documents = documents.select(range(n_train, len(documents)))
     n_heldout = write_heldout_text(val_documents[TEXT], layout["tasks_dir"])
     prepared = PreparedData(
-        **_layout(root), dtype=dtype, vocab_size=len(tokenizer),
+        **entry_layout(root), dtype=dtype, vocab_size=len(tokenizer),
         n_train_tokens=train.tokens, n_val_tokens=val.tokens, n_val_bytes=val.bytes, special_tokens=ids,
         sentence_end=sentence_end_ids(tokenizer), n_train_documents=train.documents,
         n_val_documents=val.documents, n_train_bytes=train.bytes, source=cfg.describe(),
@@ -232,7 +182,7 @@ def _read_meta(root: Path) -> dict:
 def _load(root: Path) -> PreparedData:
     # Paths are re-derived from where the entry is now, so a moved or mirrored entry still works.
     meta = _read_meta(root)
-    return PreparedData.from_dict({**meta, **{k: str(v) for k, v in _layout(root).items()}})
+    return PreparedData.from_dict({**meta, **{k: str(v) for k, v in entry_layout(root).items()}})
 
 
 def open_prepared(directory: Path, specials: Sequence[str]) -> PreparedData:

@@ -26,10 +26,8 @@ import yaml
 
 from harness.errors import UserError
 from harness.evaluate import HELDOUT_TASK as HELDOUT  # the entry of held-out text: bits/byte, perplexities
+from harness.jobs import RunPlan
 from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml
-
-if TYPE_CHECKING:
-    from harness.plan import RunPlan
 
 HELDOUT_METRICS = ("bits_per_byte", "byte_perplexity", "word_perplexity")
 GROUP = ["objective", "size"]
@@ -76,8 +74,6 @@ class RunRecord(NamedTuple):
 
 def run_records(suite_dir: Path) -> list[RunRecord]:
     """The runs the suite plans now (`run_yamls`), in run-id order, each with its plan."""
-    # Imported here: harness.plan counts FLOPs with torch, which importing the report never needs.
-    from harness.plan import RunPlan
     return [RunRecord(RunDir(path.parent), RunPlan.read(path)) for path in run_yamls(suite_dir)]
 
 
