@@ -36,7 +36,8 @@ import tokenizers  # noqa: E402
 import torch  # noqa: E402
 
 from harness import data  # noqa: E402
-from harness.models import SIZES, model_factory  # noqa: E402
+from harness.models.families import model_factory  # noqa: E402
+from harness.models.sizes import SIZES  # noqa: E402
 from harness.sources import quiet_datasets  # noqa: E402
 from harness.synthetic import WorldConfig, build_world, corpus  # noqa: E402
 from objectives.base import Vocab  # noqa: E402

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from harness.budget import micro_step_flops, step_cost
-from harness.models import SIZES, model_factory
+from harness.models.families import model_factory
+from harness.models.sizes import SIZES
 from objectives import registry
 from objectives.base import Vocab
 

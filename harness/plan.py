@@ -18,7 +18,8 @@ from pathlib import Path
 from harness.budget import solve_steps, step_cost
 from harness.data import BlockSampler, PreparedData, load_tokenizer
 from harness.errors import UserError
-from harness.models import SIZES, model_factory, parameter_count
+from harness.models.families import model_factory, parameter_count
+from harness.models.sizes import SIZES
 from harness.results import file_sha256
 from harness.suite import Suite
 from objectives import registry

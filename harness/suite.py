@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.data import DataConfig
 from harness.errors import UserError
-from harness.models import SIZES
+from harness.models.sizes import SIZES
 
 DEFAULT_PROFILE = "default"
 # A suite's name is a folder of the results: one path component, not hidden, not the data cache.

@@ -25,7 +25,8 @@ import torch.distributed as dist
 from harness import checkpoint
 from harness.data import BlockSampler, PreparedData, load_tokenizer
 from harness.errors import UserError
-from harness.models import SIZES, model_factory
+from harness.models.families import model_factory
+from harness.models.sizes import SIZES
 from harness.plan import RunPlan, vocab_of
 from harness.results import RunDir, read_jsonl, replace_dir, write_atomic, write_json
 from objectives import registry

@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-IGNORE_INDEX = -100
+from harness.models.tensors import IGNORE_INDEX
+
 BATCH_KEYS = ("input_ids", "labels")
 OPTIONAL_BATCH_KEYS = ("decoder_input_ids", "prefix_lengths", "sequence_labels", "attention_mask",
                        "noise_seed")

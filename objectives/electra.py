@@ -38,8 +38,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from transformers import ModernBertForTokenClassification
 
-from harness.models import ModelSize
-from objectives.base import IGNORE_INDEX, CrossEntropyConfig, Objective, cross_entropy
+from harness.models.sizes import ModelSize
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import CrossEntropyConfig, Objective, cross_entropy
 from objectives.mlm import bert_mask
 
 ALL_MASK = (1.0, 0.0, 0.0)  # every selected position becomes [MASK]

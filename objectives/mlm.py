@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from objectives.base import IGNORE_INDEX, CrossEntropyConfig, Objective, cross_entropy
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import CrossEntropyConfig, Objective, cross_entropy
 from objectives.noise import iid_mask, split_by_rates
 
 

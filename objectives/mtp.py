@@ -24,7 +24,8 @@ from pydantic import Field
 from transformers.masking_utils import create_causal_mask
 from transformers.models.modernbert_decoder.modeling_modernbert_decoder import ModernBertDecoderLayer
 
-from objectives.base import IGNORE_INDEX, CrossEntropyConfig, Objective, cross_entropy
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import CrossEntropyConfig, Objective, cross_entropy
 from objectives.clm import next_token_batch
 
 

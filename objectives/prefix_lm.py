@@ -28,7 +28,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from objectives.base import IGNORE_INDEX, CrossEntropyConfig, Objective, cross_entropy
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import CrossEntropyConfig, Objective, cross_entropy
 from objectives.noise import prefix_split
 
 

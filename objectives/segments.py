@@ -28,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from objectives.base import IGNORE_INDEX, Objective, cross_entropy
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import Objective, cross_entropy
 from objectives.mlm import MaskedLMConfig, bert_mask
 
 Span = tuple[int, int]  # (start, stop) of a slice of one row

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from harness.encdec import shift_right
-from objectives.base import IGNORE_INDEX, CrossEntropyConfig, Objective, Vocab, cross_entropy
+from harness.models.tensors import IGNORE_INDEX, shift_right
+from objectives.base import CrossEntropyConfig, Objective, Vocab, cross_entropy
 from objectives.noise import random_spans_mask, span_corrupt, span_counts, span_lengths
 
 SENTINELS = tuple(f"<extra_id_{k}>" for k in range(100))

@@ -19,10 +19,11 @@ from torch._subclasses.fake_tensor import FakeTensor
 
 from harness.budget import micro_step_flops, shapes_only, step_cost
 from harness.data import BlockSampler
-from harness.models import SIZES, model_factory, parameter_count
+from harness.models.families import model_factory, parameter_count
+from harness.models.sizes import SIZES
+from harness.models.tensors import IGNORE_INDEX
 from harness.plan import vocab_of
 from objectives import registry
-from objectives.base import IGNORE_INDEX
 from objectives.clm import CausalLM
 
 from conftest import REPO

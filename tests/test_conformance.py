@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from harness.data import BlockSampler
-from harness.models import SIZES, model_factory, parameter_count
+from harness.models.families import model_factory, parameter_count
+from harness.models.sizes import SIZES
 from harness.plan import vocab_of
 from objectives import registry
 from objectives.base import check_batch

@@ -13,9 +13,10 @@ from lm_eval.api.instance import Instance
 from harness.data import BlockSampler, load_tokenizer
 from harness.evaluate import evaluate_entry
 from harness.evaluate.electra import DiscriminatorLM
-from harness.models import SIZES, ModelSize, model_factory, parameter_count
+from harness.models.families import model_factory, parameter_count
+from harness.models.sizes import SIZES, ModelSize
+from harness.models.tensors import IGNORE_INDEX
 from harness.plan import vocab_of
-from objectives.base import IGNORE_INDEX
 from objectives.electra import Electra, generator_size, replace_tokens
 from conftest import split_tokens
 

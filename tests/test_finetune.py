@@ -18,7 +18,8 @@ from harness.data import BASE_SPECIAL_TOKENS, BlockSampler, DataConfig, load_tok
 from harness.errors import UserError
 from harness.finetune import (FINETUNE_TASKS, FinetuneConfig, baselines, build_classifier, check_finetune_tasks,
                               classification_metrics, encode_rows, finetune_model, load_rows, pad_right, pool)
-from harness.models import SIZES, build_model, model_factory
+from harness.models.families import build_model, model_factory
+from harness.models.sizes import SIZES
 from harness.synthetic import WorldConfig
 from objectives import registry
 from objectives.base import Vocab

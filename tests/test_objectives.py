@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness.models import SIZES, build_model
-from objectives.base import IGNORE_INDEX, Vocab
+from harness.models.families import build_model
+from harness.models.sizes import SIZES
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import Vocab
 from objectives.clm import CausalLM
 from objectives.mlm import MaskedLM, bert_mask
 

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from harness.budget import micro_step_flops
-from harness.models import SIZES, build_model
-from objectives.base import IGNORE_INDEX, Vocab
+from harness.models.families import build_model
+from harness.models.sizes import SIZES
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import Vocab
 from objectives.noise import span_lengths
 from objectives.span_corruption import SENTINELS, SpanCorruption
 

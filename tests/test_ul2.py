@@ -9,8 +9,10 @@ import torch
 
 from harness.data import BlockSampler
 from harness.errors import UserError
-from harness.models import SIZES, build_model
-from objectives.base import IGNORE_INDEX, Vocab
+from harness.models.families import build_model
+from harness.models.sizes import SIZES
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import Vocab
 from objectives.noise import span_counts
 from objectives.ul2 import MODE_TOKENS, PAPER_DENOISERS, SENTINELS, UL2, choose_denoisers, span_raw_length
 
