@@ -35,8 +35,7 @@ METHODS = ("real", "fake")
 def count(method: str, objective_name: str, size: str, vocab: int, batch: int, seq_len: int,
           blocks: int) -> dict:
     """In a fresh process: (FLOPs, seconds, peak bytes added) of one method's count."""
-    cls = registry.get(objective_name)
-    objective = cls(cls.Config(), Vocab(vocab, SPECIAL))
+    objective = registry.build(objective_name, {}, Vocab(vocab, SPECIAL))
     make = model_factory(SIZES[size], vocab_size=vocab, special=SPECIAL, max_len=seq_len)
     rng = np.random.default_rng(0)
     data = [rng.integers(len(SPECIAL), vocab, size=(batch, seq_len)) for _ in range(blocks)]

@@ -81,8 +81,7 @@ def _ensure_process_group() -> None:
 
 
 def _objective(plan: RunPlan):
-    cls = registry.get(plan.objective)
-    return cls(cls.Config(**plan.objective_config), vocab_of(plan.data))
+    return registry.build(plan.objective, plan.objective_config, vocab_of(plan.data))
 
 
 def _engine(plan: RunPlan, objective, data: PreparedData):

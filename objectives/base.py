@@ -31,9 +31,9 @@ from typing import ClassVar, Literal, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from harness.models.tensors import IGNORE_INDEX
+from objectives.configs import ObjectiveConfig
 
 BATCH_KEYS = ("input_ids", "labels")
 OPTIONAL_BATCH_KEYS = ("decoder_input_ids", "prefix_lengths", "sequence_labels", "attention_mask",
@@ -61,19 +61,6 @@ class ModelFactory(Protocol):
 
     def __call__(self, architecture: Architecture, *, size=None, overrides: dict | None = None
                  ) -> torch.nn.Module: ...
-
-
-class ObjectiveConfig(BaseModel):
-    """Base of every objective's own config: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CrossEntropyConfig(ObjectiveConfig):
-    """Options of every objective whose loss is a token cross-entropy."""
-
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="mass spread uniformly over the vocabulary")
-    z_loss: float = Field(0.0, ge=0, description="weight of log(Z)^2, which keeps logits from drifting (PaLM)")
 
 
 class Objective:

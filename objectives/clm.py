@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from harness.models.tensors import IGNORE_INDEX
-from objectives.base import CrossEntropyConfig, Objective, cross_entropy
+from objectives.base import Objective, cross_entropy
+from objectives.configs import CausalLMConfig
 
 
 def shift_labels(block: np.ndarray) -> np.ndarray:
@@ -25,10 +26,6 @@ def next_token_batch(block: np.ndarray) -> dict[str, torch.Tensor]:
     """The causal-LM batch of a block: the block itself, and each position's next token."""
     block = np.asarray(block, dtype=np.int64)
     return {"input_ids": torch.from_numpy(block.copy()), "labels": torch.from_numpy(shift_labels(block))}
-
-
-class CausalLMConfig(CrossEntropyConfig):
-    pass
 
 
 class CausalLM(Objective):

@@ -35,12 +35,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from transformers import ModernBertForTokenClassification
 
 from harness.models.sizes import ModelSize
 from harness.models.tensors import IGNORE_INDEX
-from objectives.base import CrossEntropyConfig, Objective, cross_entropy
+from objectives.base import Objective, cross_entropy
+from objectives.configs import ElectraConfig
 from objectives.mlm import bert_mask
 
 ALL_MASK = (1.0, 0.0, 0.0)  # every selected position becomes [MASK]
@@ -154,15 +154,6 @@ def token_classifier(mlm: torch.nn.Module) -> ModernBertForTokenClassification:
     model = ModernBertForTokenClassification(config)
     model.model = mlm.model
     return model
-
-
-class ElectraConfig(CrossEntropyConfig):
-    """label_smoothing and z_loss apply to the generator's MLM loss."""
-
-    mask_rate: float = Field(0.15, gt=0, lt=1, description="share of positions the generator fills")
-    generator_fraction: float = Field(0.25, gt=0, le=1,
-                                      description="generator width / discriminator width (paper: 1/4 to 1/3)")
-    disc_weight: float = Field(50.0, gt=0, description="weight of the discriminator's loss (lambda)")
 
 
 class Electra(Objective):

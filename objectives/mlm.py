@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from harness.models.tensors import IGNORE_INDEX
-from objectives.base import CrossEntropyConfig, Objective, cross_entropy
+from objectives.base import Objective, cross_entropy
+from objectives.configs import MaskedLMConfig
 from objectives.noise import iid_mask, split_by_rates
 
 
@@ -38,12 +38,6 @@ def random_ordinary_tokens(n: int, special_ids: np.ndarray, vocab_size: int,
     """n tokens drawn uniformly from the vocabulary minus its special tokens."""
     ordinary = np.setdiff1d(np.arange(vocab_size), special_ids)
     return rng.choice(ordinary, size=n)
-
-
-class MaskedLMConfig(CrossEntropyConfig):
-    mask_rate: float = Field(0.15, gt=0, lt=1, description="share of positions selected for prediction")
-    mask_fraction: float = Field(0.8, ge=0, le=1, description="selected positions replaced by [MASK]")
-    random_fraction: float = Field(0.1, ge=0, le=1, description="selected positions replaced by a random token")
 
 
 class MaskedLM(Objective):

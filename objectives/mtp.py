@@ -20,13 +20,13 @@ The batch is the causal LM's; head j's targets are the labels moved j - 1 positi
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 from transformers.masking_utils import create_causal_mask
 from transformers.models.modernbert_decoder.modeling_modernbert_decoder import ModernBertDecoderLayer
 
 from harness.models.tensors import IGNORE_INDEX
-from objectives.base import CrossEntropyConfig, Objective, cross_entropy
+from objectives.base import Objective, cross_entropy
 from objectives.clm import next_token_batch
+from objectives.configs import MultiTokenConfig
 
 
 def future_labels(labels: torch.Tensor, offset: int) -> torch.Tensor:
@@ -77,10 +77,6 @@ class MultiTokenModel(torch.nn.Module):
         for module in reversed(list(layer.modules())):
             self.lm._init_weights(module)
         return layer
-
-
-class MultiTokenConfig(CrossEntropyConfig):
-    k: int = Field(4, ge=1, le=16, description="tokens predicted at each position (output heads)")
 
 
 class MultiTokenPrediction(Objective):

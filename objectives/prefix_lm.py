@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from harness.models.tensors import IGNORE_INDEX
-from objectives.base import CrossEntropyConfig, Objective, cross_entropy
+from objectives.base import Objective, cross_entropy
+from objectives.configs import PrefixLMConfig
 from objectives.noise import prefix_split
 
 
@@ -93,10 +94,6 @@ def prefix_lm_loss(model, batch: dict[str, torch.Tensor], config):
     logits = prefix_lm_logits(model, batch["input_ids"], batch["prefix_lengths"])
     loss, metrics = cross_entropy(logits, batch["labels"], config)
     return loss, {"loss": loss.item(), **metrics}
-
-
-class PrefixLMConfig(CrossEntropyConfig):
-    pass
 
 
 class PrefixLM(Objective):

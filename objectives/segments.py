@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 from harness.models.tensors import IGNORE_INDEX
 from objectives.base import Objective, cross_entropy
-from objectives.mlm import MaskedLMConfig, bert_mask
+from objectives.configs import SegmentPairConfig
+from objectives.mlm import bert_mask
 
 Span = tuple[int, int]  # (start, stop) of a slice of one row
 PAIR_SPECIALS = 3  # [CLS], [SEP], [SEP]
@@ -179,10 +180,6 @@ class MaskedLMWithPairHead(torch.nn.Module):
 
 
 # --- the objective --------------------------------------------------------------------------------
-
-
-class SegmentPairConfig(MaskedLMConfig):
-    """BERT masking of the pair row; the options of objectives.mlm."""
 
 
 class SegmentPairObjective(Objective):

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from harness.models.tensors import IGNORE_INDEX, shift_right
-from objectives.base import CrossEntropyConfig, Objective, Vocab, cross_entropy
+from objectives.base import Objective, Vocab, cross_entropy
+from objectives.configs import SpanCorruptionConfig
 from objectives.noise import random_spans_mask, span_corrupt, span_counts, span_lengths
 
 SENTINELS = tuple(f"<extra_id_{k}>" for k in range(100))
@@ -65,11 +65,6 @@ def sentinel_ids(vocab: Vocab, n: int) -> np.ndarray:
         raise ValueError(f"the vocabulary lacks {len(missing)} sentinel tokens ({missing[0]}, ...): "
                          "its tokenizer was not prepared with span_corruption's special tokens")
     return np.array([vocab.id(s) for s in SENTINELS[:n]], dtype=np.int64)
-
-
-class SpanCorruptionConfig(CrossEntropyConfig):
-    noise_density: float = Field(0.15, gt=0, lt=1, description="share of the block's tokens in noise spans")
-    mean_span_length: float = Field(3.0, ge=1, description="mean length of a noise span, in tokens")
 
 
 class SpanCorruption(Objective):

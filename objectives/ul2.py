@@ -31,53 +31,17 @@ the rest of the block is unused. An S row reads seq_len - 1 tokens, the block's 
 from __future__ import annotations
 
 import functools
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.errors import UserError
-from objectives.base import CrossEntropyConfig, Objective
+from objectives.base import Objective
+from objectives.configs import Denoiser, UL2Config
 from objectives.noise import prefix_split, random_spans_mask, span_corrupt, span_counts
 from objectives.prefix_lm import as_batch, assemble, prefix_lm_loss
 from objectives.span_corruption import SENTINELS  # the same sentinels as T5 span corruption
 
 MODE_TOKENS = {"R": "[NLU]", "S": "[S2S]", "X": "[NLG]"}
-
-
-class Denoiser(BaseModel):
-    """One denoiser of the mixture: a paradigm, its span noise (R and X only) and its weight."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    paradigm: Literal["R", "S", "X"] = Field(description="R regular, S sequential (prefix LM), X extreme")
-    mean_span: float | None = Field(None, ge=1, description="mean noise span length (R and X)")
-    density: float | None = Field(None, gt=0, lt=1, description="share of raw tokens corrupted (R and X)")
-    weight: float = Field(1.0, gt=0, description="relative frequency in the mixture")
-
-    @model_validator(mode="after")
-    def _noise_matches_paradigm(self):
-        spans = self.mean_span is not None and self.density is not None
-        if self.paradigm == "S" and (self.mean_span is not None or self.density is not None):
-            raise ValueError("an S denoiser takes no mean_span or density")
-        if self.paradigm != "S" and not spans:
-            raise ValueError(f"an {self.paradigm} denoiser needs mean_span and density")
-        return self
-
-
-def _span(paradigm: str, mean_span: float, density: float) -> Denoiser:
-    return Denoiser(paradigm=paradigm, mean_span=mean_span, density=density)
-
-
-PAPER_DENOISERS = (
-    _span("R", 3, 0.15), _span("R", 8, 0.15),
-    Denoiser(paradigm="S"),
-    _span("X", 3, 0.5), _span("X", 8, 0.5), _span("X", 64, 0.15), _span("X", 64, 0.5),
-)
-
-
-class UL2Config(CrossEntropyConfig):
-    denoisers: tuple[Denoiser, ...] = Field(PAPER_DENOISERS, min_length=1,
-                                            description="the mixture; each row draws one by weight")
 
 
 @functools.lru_cache(maxsize=256)

@@ -44,8 +44,7 @@ def test_every_registered_objective_has_settings():
 
 
 def _objective(name, data):
-    cls = registry.get(name)
-    return cls(cls.Config(**SETTINGS.get(name, {})), vocab_of(data))
+    return registry.build(name, SETTINGS.get(name, {}), vocab_of(data))
 
 
 def _blocks(objective, data, n=1, batch=8):

@@ -111,6 +111,41 @@ def test_registry_suggests_close_names():
     assert registry.get("mlm") is MaskedLM
     with pytest.raises(UserError, match="did you mean 'mlm'"):
         registry.get("mlmm")
+    with pytest.raises(UserError, match="did you mean 'mlm'"):
+        registry.config("mlmm")
+
+
+def test_registry_config_is_each_objectives_config_and_imports_no_torch():
+    import subprocess
+    import sys
+
+    from objectives import registry
+    for name in registry.names():
+        assert registry.config(name) is registry.get(name).Config
+    # A fresh interpreter: validating an objective's config needs neither torch nor transformers.
+    code = ("import sys; from objectives import registry; "
+            "[registry.config(n)() for n in registry.names()]; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_registry_build_takes_a_dict_or_the_config():
+    from pydantic import ValidationError
+
+    from objectives import registry
+    from objectives.configs import MaskedLMConfig
+    from_dict = registry.build("mlm", {"mask_rate": 0.2}, VOCAB)
+    from_config = registry.build("mlm", MaskedLMConfig(mask_rate=0.2), VOCAB)
+    assert type(from_dict) is type(from_config) is MaskedLM and from_dict.vocab is VOCAB
+    assert from_dict.config == from_config.config == MaskedLM.Config(mask_rate=0.2)
+    block = _block(np.random.default_rng(0))
+    a, b = (o.transform(block, np.random.default_rng(3)) for o in (from_dict, from_config))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValidationError, match="mask_rat"):
+        registry.build("mlm", {"mask_rat": 0.2}, VOCAB)
+    with pytest.raises(TypeError, match="MaskedLMConfig"):
+        registry.build("mlm", CausalLM.Config(), VOCAB)
 
 
 def test_label_smoothing_and_z_loss_follow_their_definitions():
@@ -130,9 +165,9 @@ def test_label_smoothing_and_z_loss_follow_their_definitions():
 
 def test_every_cross_entropy_objective_takes_the_options():
     from objectives import registry
-    from objectives.base import CrossEntropyConfig
+    from objectives.configs import CrossEntropyConfig
     for name in registry.names():
-        config = registry.get(name).Config
+        config = registry.config(name)
         if issubclass(config, CrossEntropyConfig):
             assert config(label_smoothing=0.1, z_loss=1e-4).label_smoothing == 0.1
     objective = CausalLM(CausalLM.Config(label_smoothing=0.2), VOCAB)

@@ -14,7 +14,8 @@ from harness.models.sizes import SIZES
 from harness.models.tensors import IGNORE_INDEX
 from objectives.base import Vocab
 from objectives.noise import span_counts
-from objectives.ul2 import MODE_TOKENS, PAPER_DENOISERS, SENTINELS, UL2, choose_denoisers, span_raw_length
+from objectives.configs import PAPER_DENOISERS
+from objectives.ul2 import MODE_TOKENS, SENTINELS, UL2, choose_denoisers, span_raw_length
 
 
 @pytest.fixture(scope="module")
