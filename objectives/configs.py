@@ -45,6 +45,12 @@ class MaskedLMConfig(CrossEntropyConfig):
     mask_fraction: float = Field(0.8, ge=0, le=1, description="selected positions replaced by [MASK]")
     random_fraction: float = Field(0.1, ge=0, le=1, description="selected positions replaced by a random token")
 
+    @property
+    def split(self) -> tuple[float, float, float]:
+        """Shares of the selected positions made [MASK], a random token, and left unchanged."""
+        keep = 1.0 - self.mask_fraction - self.random_fraction
+        return self.mask_fraction, self.random_fraction, keep
+
 
 class SegmentPairConfig(MaskedLMConfig):
     """BERT masking of the pair row; the options of objectives.mlm."""

@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import ModernBertForTokenClassification
@@ -165,9 +164,7 @@ class Electra(Objective):
     Config = ElectraConfig
 
     def transform(self, block, rng):
-        inputs, labels = bert_mask(np.asarray(block, dtype=np.int64), rng, rate=self.config.mask_rate,
-                                   mask_id=self.vocab.id("[MASK]"), special_ids=self.vocab.special_ids(),
-                                   vocab_size=self.vocab.size, split=ALL_MASK)
+        inputs, labels = bert_mask(block, rng, self.vocab, rate=self.config.mask_rate, split=ALL_MASK)
         seeds = rng.integers(0, 2**62, size=len(inputs))
         return {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
                 "noise_seed": torch.from_numpy(seeds)}

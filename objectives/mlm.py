@@ -15,29 +15,20 @@ import numpy as np
 import torch
 
 from harness.models.tensors import IGNORE_INDEX
-from objectives.base import Objective, cross_entropy
+from objectives.base import Objective, Vocab, cross_entropy
 from objectives.configs import MaskedLMConfig
-from objectives.noise import iid_mask, split_by_rates
+from objectives.noise import bert_noise
 
 
-def bert_mask(block: np.ndarray, rng: np.random.Generator, *, rate: float, mask_id: int,
-              special_ids: np.ndarray, vocab_size: int, split=(0.8, 0.1, 0.1)):
-    """Return (input_ids, labels) for BERT-style masking of a (B, T) block."""
-    eligible = ~np.isin(block, special_ids)
-    selected = iid_mask(block.shape, rate, rng, eligible)
-    to_mask, to_random, _unchanged = split_by_rates(selected, split, rng)
-    inputs = block.copy()
-    inputs[to_mask] = mask_id
-    inputs[to_random] = random_ordinary_tokens(int(to_random.sum()), special_ids, vocab_size, rng)
-    labels = np.where(selected, block, IGNORE_INDEX)
-    return inputs, labels
-
-
-def random_ordinary_tokens(n: int, special_ids: np.ndarray, vocab_size: int,
-                           rng: np.random.Generator) -> np.ndarray:
-    """n tokens drawn uniformly from the vocabulary minus its special tokens."""
-    ordinary = np.setdiff1d(np.arange(vocab_size), special_ids)
-    return rng.choice(ordinary, size=n)
+def bert_mask(block: np.ndarray, rng: np.random.Generator, vocab: Vocab, *, rate: float,
+              split: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, labels) of BERT's masking of a (B, T) block with the vocabulary's [MASK] and
+    ordinary tokens; `split` shares the selected positions among [MASK], a random token and
+    unchanged (MaskedLMConfig.split). Masked LM, NSP/SOP and ELECTRA all mask with it."""
+    block = np.asarray(block, dtype=np.int64)
+    inputs, selected = bert_noise(block, rng, rate=rate, split=split, mask_id=vocab.id("[MASK]"),
+                                  special_ids=vocab.special_ids(), vocab_size=vocab.size)
+    return inputs, np.where(selected, block, IGNORE_INDEX)
 
 
 class MaskedLM(Objective):
@@ -50,11 +41,7 @@ class MaskedLM(Objective):
 
     def transform(self, block, rng):
         cfg = self.config
-        keep = 1.0 - cfg.mask_fraction - cfg.random_fraction
-        inputs, labels = bert_mask(
-            np.asarray(block, dtype=np.int64), rng, rate=cfg.mask_rate,
-            mask_id=self.vocab.id("[MASK]"), special_ids=self.vocab.special_ids(),
-            vocab_size=self.vocab.size, split=(cfg.mask_fraction, cfg.random_fraction, keep))
+        inputs, labels = bert_mask(block, rng, self.vocab, rate=cfg.mask_rate, split=cfg.split)
         return {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels)}
 
     def loss(self, model, batch):

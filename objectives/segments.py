@@ -214,17 +214,11 @@ class SegmentPairObjective(Objective):
         pairs = self.pairs(block, docs_by_row, block.shape[1] - PAIR_SPECIALS, v.id("[EOS]"), rng)
         rows = assemble(block, pairs, cls_id=v.id("[CLS]"), sep_id=v.id("[SEP]"), pad_id=v.id("[PAD]"),
                         seq_len=block.shape[1])
-        inputs, labels = self._mask(rows, rng)
+        # [CLS], [SEP] and [PAD] are special tokens, so bert_mask never selects them.
+        inputs, labels = bert_mask(rows, rng, v, rate=self.config.mask_rate, split=self.config.split)
         return {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
                 "sequence_labels": torch.tensor([p.label for p in pairs], dtype=torch.int64),
                 "attention_mask": torch.from_numpy((rows != v.id("[PAD]")).astype(np.int64))}
-
-    def _mask(self, rows: np.ndarray, rng: np.random.Generator):
-        # [CLS], [SEP] and [PAD] are special tokens, so bert_mask never selects them.
-        cfg, v = self.config, self.vocab
-        keep = 1.0 - cfg.mask_fraction - cfg.random_fraction
-        return bert_mask(rows, rng, rate=cfg.mask_rate, mask_id=v.id("[MASK]"), special_ids=v.special_ids(),
-                         vocab_size=v.size, split=(cfg.mask_fraction, cfg.random_fraction, keep))
 
     def build_model(self, make):
         return MaskedLMWithPairHead(make("encoder", overrides=self.model_overrides()))

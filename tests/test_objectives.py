@@ -42,8 +42,7 @@ def _masking_draw(n_tokens=200_000):
     rng = np.random.default_rng(0)
     block = _block(rng, (n_tokens // 100, 100))
     block[:, ::10] = SPECIAL["[EOS]"]  # special positions must never be selected
-    inputs, labels = bert_mask(block, rng, rate=0.15, mask_id=SPECIAL["[MASK]"],
-                               special_ids=VOCAB.special_ids(), vocab_size=VOCAB.size)
+    inputs, labels = bert_mask(block, rng, VOCAB, rate=0.15, split=(0.8, 0.1, 0.1))
     return block, inputs, labels
 
 

@@ -167,9 +167,9 @@ def test_transform_is_deterministic_under_a_seed(tiny_data, vocab):
     assert not torch.equal(a["input_ids"], c["input_ids"])
 
 
-def test_scoring_uses_the_sequential_mode():
+def test_scoring_uses_the_sequential_mode(vocab):
     assert UL2.scoring == "prefix-loglikelihood" and UL2.defines_likelihood
-    assert UL2(UL2.Config(), None).scoring_args(128) == {"mode_token": "[S2S]"}
+    assert UL2(UL2.Config(), vocab).scoring_args(128) == {"mode_token": "[S2S]"}
 
 
 def test_a_few_optimizer_steps_lower_the_loss(tiny_data, vocab):
