@@ -42,4 +42,4 @@ class CausalLM(Objective):
     def loss(self, model, batch):
         logits = model(input_ids=batch["input_ids"]).logits
         loss, metrics = cross_entropy(logits, batch["labels"], self.config)
-        return loss, {"loss": loss.item(), **metrics}
+        return loss, {"loss": loss.detach(), **metrics}

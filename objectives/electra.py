@@ -184,9 +184,10 @@ class Electra(Objective):
         generator_loss, generator = cross_entropy(out.generator_logits, labels[labels != IGNORE_INDEX], self.config)
         target = out.replaced.float()
         disc_loss = F.binary_cross_entropy_with_logits(out.discriminator_logits.float(), target)
-        disc_accuracy = ((out.discriminator_logits > 0).float() == target).float().mean().item()
+        disc_accuracy = ((out.discriminator_logits > 0).float() == target).float().mean()
         loss = generator_loss + self.config.disc_weight * disc_loss
         # accuracy and predicted describe the discriminator, the model kept: every position.
-        return loss, {"loss": loss.item(), "accuracy": disc_accuracy, "predicted": int(target.numel()),
-                      "generator_loss": generator_loss.item(), "generator_accuracy": generator["accuracy"],
-                      "discriminator_loss": disc_loss.item(), "replaced": target.mean().item()}
+        predicted = torch.tensor(target.numel(), device=target.device)
+        return loss, {"loss": loss.detach(), "accuracy": disc_accuracy, "predicted": predicted,
+                      "generator_loss": generator_loss.detach(), "generator_accuracy": generator["accuracy"],
+                      "discriminator_loss": disc_loss.detach(), "replaced": target.mean()}

@@ -31,6 +31,14 @@ def bert_mask(block: np.ndarray, rng: np.random.Generator, vocab: Vocab, *, rate
     return inputs, np.where(selected, block, IGNORE_INDEX)
 
 
+def dense_for_export(model):
+    """`model` (a ModernBertForMaskedLM trained with sparse prediction) configured to give full
+    logits once saved. Its own forward keeps the mode it was built with (ModernBERT reads the
+    flag at construction), so training the same module on is unaffected."""
+    model.config.sparse_prediction = False  # a training-time saving; users get full logits
+    return model
+
+
 class MaskedLM(Objective):
     name = "mlm"
     architecture = "encoder"
@@ -51,7 +59,10 @@ class MaskedLM(Objective):
         logits = model(input_ids=batch["input_ids"], labels=labels).logits
         targets = labels if logits.dim() == 3 else labels[labels != IGNORE_INDEX]
         loss, metrics = cross_entropy(logits, targets, self.config)
-        return loss, {"loss": loss.item(), **metrics}
+        return loss, {"loss": loss.detach(), **metrics}
 
     def model_overrides(self):
         return {"sparse_prediction": True}
+
+    def export_model(self, module):
+        return dense_for_export(module)

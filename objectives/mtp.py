@@ -96,8 +96,8 @@ class MultiTokenPrediction(Objective):
         heads = [cross_entropy(head, future_labels(batch["labels"], j), self.config) for j, head in enumerate(logits)]
         loss = torch.stack([head_loss for head_loss, _ in heads]).mean()
         # accuracy and predicted are head 1's: the next-token prediction the exported model makes
-        return loss, {"loss": loss.item(), **heads[0][1],
-                      **{f"loss_head{j + 1}": head_loss.item() for j, (head_loss, _) in enumerate(heads)}}
+        return loss, {"loss": loss.detach(), **heads[0][1],
+                      **{f"loss_head{j + 1}": head_loss.detach() for j, (head_loss, _) in enumerate(heads)}}
 
     def build_model(self, make):
         return MultiTokenModel(make("decoder", overrides=self.model_overrides()), self.config.k)

@@ -95,7 +95,7 @@ def prefix_lm_loss(model, batch: dict[str, torch.Tensor], config):
     """(loss, metrics) of a batch with prefix_lengths: cross-entropy on the labelled suffix."""
     logits = prefix_lm_logits(model, batch["input_ids"], batch["prefix_lengths"])
     loss, metrics = cross_entropy(logits, batch["labels"], config)
-    return loss, {"loss": loss.item(), **metrics}
+    return loss, {"loss": loss.detach(), **metrics}
 
 
 class PrefixLM(Objective):

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from harness.models.tensors import IGNORE_INDEX
 from objectives.base import Objective, cross_entropy
 from objectives.configs import SegmentPairConfig
-from objectives.mlm import bert_mask
+from objectives.mlm import bert_mask, dense_for_export
 
 Span = tuple[int, int]  # (start, stop) of a slice of one row
 PAIR_SPECIALS = 3  # [CLS], [SEP], [SEP]
@@ -224,7 +224,7 @@ class SegmentPairObjective(Objective):
         return MaskedLMWithPairHead(make("encoder", overrides=self.model_overrides()))
 
     def export_model(self, module):
-        return module.mlm
+        return dense_for_export(module.mlm)
 
     def loss(self, model, batch):
         labels = batch["labels"]
@@ -233,5 +233,5 @@ class SegmentPairObjective(Objective):
         pair_loss = F.cross_entropy(out.pair_logits.float(), batch["sequence_labels"])
         pair_accuracy = (out.pair_logits.argmax(-1) == batch["sequence_labels"]).float().mean()
         loss = token_loss + pair_loss
-        return loss, {"loss": loss.item(), **metrics, "mlm_loss": token_loss.item(),
-                      f"{self.name}_loss": pair_loss.item(), f"{self.name}_accuracy": pair_accuracy.item()}
+        return loss, {"loss": loss.detach(), **metrics, "mlm_loss": token_loss.detach(),
+                      f"{self.name}_loss": pair_loss.detach(), f"{self.name}_accuracy": pair_accuracy}

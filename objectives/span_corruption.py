@@ -87,7 +87,7 @@ class SpanCorruption(Objective):
     def loss(self, model, batch):
         logits = model(input_ids=batch["input_ids"], decoder_input_ids=batch["decoder_input_ids"]).logits
         loss, metrics = cross_entropy(logits, batch["labels"], self.config)
-        return loss, {"loss": loss.item(), **metrics}
+        return loss, {"loss": loss.detach(), **metrics}
 
     def scoring_args(self, seq_len):
         # Each sliding window scores no more tokens than the decoder was trained to emit

@@ -81,6 +81,7 @@ def test_a_few_steps_lower_a_finite_loss(name, data):
                                                  special=data.special_tokens, max_len=SEQ_LEN))
     export = objective.export_model(module)
     assert parameter_count(export) <= parameter_count(module)
+    assert not getattr(export.config, "sparse_prediction", False)  # saved models give full logits
     optimizer = torch.optim.AdamW(module.parameters(), lr=3e-3)
     blocks = _blocks(objective, data, n=30)
     fixed = objective.transform(blocks[0], np.random.default_rng(99))

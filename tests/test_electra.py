@@ -125,6 +125,7 @@ def test_loss_is_generator_loss_plus_50_discriminator_loss(tiny_data):
     batch = _batch(tiny_data, objective)
     torch.manual_seed(1)
     loss, metrics = objective.loss(module, batch)
+    metrics = {k: v.item() for k, v in metrics.items()}  # 0-d tensors, read as the trainer reads them
     torch.manual_seed(1)  # the same generator samples
     out = module(**batch)
     selected = batch["labels"] != IGNORE_INDEX

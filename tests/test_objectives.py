@@ -147,6 +147,27 @@ def test_registry_build_takes_a_dict_or_the_config():
         registry.build("mlm", CausalLM.Config(), VOCAB)
 
 
+def test_metrics_are_detached_tensors():
+    model = build_model("encoder", SIZES["tiny"], vocab_size=VOCAB.size, special=SPECIAL, max_len=32,
+                        overrides={"sparse_prediction": True})
+    objective = MaskedLM(MaskedLM.Config(), VOCAB)
+    loss, metrics = objective.loss(model, objective.transform(_block(np.random.default_rng(0)),
+                                                              np.random.default_rng(1)))
+    assert loss.requires_grad and {"loss", "accuracy", "predicted"} <= set(metrics)
+    for name, value in metrics.items():
+        assert isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad, name
+    assert metrics["loss"].item() == loss.item() and metrics["predicted"].dtype == torch.int64
+
+
+def test_mlm_exports_a_model_that_saves_dense_logits():
+    model = build_model("encoder", SIZES["tiny"], vocab_size=VOCAB.size, special=SPECIAL, max_len=32,
+                        overrides={"sparse_prediction": True})
+    exported = MaskedLM(MaskedLM.Config(), VOCAB).export_model(model)
+    assert exported is model and exported.config.sparse_prediction is False
+    # the module trained keeps its sparse projection: ModernBERT reads the flag when built
+    assert model.sparse_prediction is True
+
+
 def test_label_smoothing_and_z_loss_follow_their_definitions():
     from objectives.base import token_cross_entropy
     torch.manual_seed(0)
