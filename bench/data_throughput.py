@@ -40,7 +40,8 @@ from harness.data.prepare import BASE_SPECIAL_TOKENS, special_token_order  # noq
 from harness.data.sampler import BlockSampler  # noqa: E402
 from harness.data.tokenizer import build_tokenizer, load_tokenizer  # noqa: E402
 from harness.data.tokens import token_dtype, tokenize, write_split  # noqa: E402
-from harness.models import SIZES, model_factory  # noqa: E402
+from harness.models.families import model_factory  # noqa: E402
+from harness.models.sizes import SIZES  # noqa: E402
 from harness.runtime import quiet  # noqa: E402
 from harness.synthetic import WorldConfig, build_world, corpus  # noqa: E402
 from objectives.base import Vocab  # noqa: E402

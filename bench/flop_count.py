@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from harness.budget import micro_step_flops, step_cost
-from harness.models import SIZES, model_factory
+from harness.models.families import model_factory
+from harness.models.sizes import SIZES
 from objectives import registry
 from objectives.base import Vocab
 
@@ -34,8 +35,7 @@ METHODS = ("real", "fake")
 def count(method: str, objective_name: str, size: str, vocab: int, batch: int, seq_len: int,
           blocks: int) -> dict:
     """In a fresh process: (FLOPs, seconds, peak bytes added) of one method's count."""
-    cls = registry.get(objective_name)
-    objective = cls(cls.Config(), Vocab(vocab, SPECIAL))
+    objective = registry.build(objective_name, {}, Vocab(vocab, SPECIAL))
     make = model_factory(SIZES[size], vocab_size=vocab, special=SPECIAL, max_len=seq_len)
     rng = np.random.default_rng(0)
     data = [rng.integers(len(SPECIAL), vocab, size=(batch, seq_len)) for _ in range(blocks)]

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from harness.budget import micro_step_flops
-from harness.models import SIZES, build_model
+from harness.models.families import build_model
+from harness.models.sizes import SIZES
 from objectives.base import Vocab
 from objectives.mlm import MaskedLM
 

@@ -54,7 +54,7 @@ from torch import nn
 
 from harness.errors import UserError, did_you_mean
 from harness.evaluate import safetensors_weights
-from harness.models import pad_right
+from harness.models.tensors import pad_right
 from harness.results import write_json
 from harness.suite import FinetuneConfig
 
@@ -251,7 +251,7 @@ def _load_backbone(model_dir: Path, architecture: str) -> nn.Module:
         if architecture != "encoder-decoder":
             # The base model inside the saved head class: ModernBertModel or ModernBertDecoderModel.
             return transformers.AutoModel.from_pretrained(model_dir, dtype=torch.float32)
-        import harness.encdec  # noqa: F401  registers the family with the Auto classes
+        import harness.models.encdec  # noqa: F401  registers the family with the Auto classes
         model = transformers.AutoModelForSeq2SeqLM.from_pretrained(model_dir, dtype=torch.float32)
     del model.decoder, model.head, model.lm_head  # classification reads the encoder alone (`encode`)
     return model

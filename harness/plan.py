@@ -20,7 +20,8 @@ from harness.data.entry import PreparedData
 from harness.jobs import RunPlan
 from harness.data.sampler import BlockSampler
 from harness.errors import UserError
-from harness.models import SIZES, model_factory, parameter_count
+from harness.models.families import model_factory, parameter_count
+from harness.models.sizes import SIZES
 from harness.results import file_sha256
 from harness.suite import EvalConfig, Suite
 from objectives import registry
@@ -68,8 +69,7 @@ def check_validation_split(suite: Suite, data: PreparedData) -> None:
     train, workers = suite.train, suite.resources.workers_per_run
     needed = train.micro_batch_size * workers
     for entry in suite.objectives:
-        cls = registry.get(entry.name)
-        block = cls(cls.Config(**entry.config), vocab_of(data)).block_length(suite.data.seq_len)
+        block = registry.build(entry.name, entry.config, vocab_of(data)).block_length(suite.data.seq_len)
         held = data.n_val_tokens // block
         if held < needed:
             raise UserError(
@@ -95,8 +95,7 @@ def _eval_settings(suite: Suite) -> EvalConfig:
 
 
 def _ledger(suite: Suite, data: PreparedData, entry, size: str) -> dict:
-    cls = registry.get(entry.name)
-    objective = cls(cls.Config(**entry.config), vocab_of(data))
+    objective = registry.build(entry.name, entry.config, vocab_of(data))
     make = model_factory(SIZES[size], vocab_size=data.vocab_size, special=data.special_tokens,
                          max_len=suite.data.seq_len)
     train, workers = suite.train, suite.resources.workers_per_run
@@ -109,8 +108,8 @@ def _ledger(suite: Suite, data: PreparedData, entry, size: str) -> dict:
     tokens_per_step = train.micro_batch_size * block_length * micro_steps
     steps = solve_steps(suite.budget, flops_per_step=flops_per_step,
                         tokens_per_step=tokens_per_step, label=f"{entry.name}/{size}")
-    return dict(architecture=cls.architecture, scoring=cls.scoring,
-                defines_likelihood=cls.defines_likelihood, steps=steps,
+    return dict(architecture=objective.architecture, scoring=objective.scoring,
+                defines_likelihood=objective.defines_likelihood, steps=steps,
                 warmup_steps=max(1, round(train.warmup_fraction * steps)),
                 flops_per_step=flops_per_step, tokens_per_step=tokens_per_step,
                 params=parameter_count(objective.export_model(module)),

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.data.config import DataConfig, SyntheticData
 from harness.errors import UserError
-from harness.models import SIZES
+from harness.models.sizes import SIZES
+from objectives import registry
 
 DEFAULT_PROFILE = "default"
 # A suite's name is a folder of the results: one path component, not hidden, not the data cache.
@@ -173,10 +174,9 @@ class Suite(Strict):
 
     @model_validator(mode="after")
     def _known_names(self):
-        from objectives import registry
         for i, entry in enumerate(self.objectives):
             try:
-                config_cls = registry.get(entry.name).Config
+                config_cls = registry.config(entry.name)
                 config_cls(**entry.config)
             except UserError as e:
                 raise _KeyedError(("objectives", i, "name"), e.message) from None

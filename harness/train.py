@@ -23,12 +23,13 @@ import torch
 import torch.distributed as dist
 
 from harness import checkpoint
-from harness.data.prepare import PreparedData
+from harness.data.entry import PreparedData
 from harness.data.sampler import BlockSampler
 from harness.data.tokenizer import load_tokenizer
 from harness.errors import UserError
-from harness.models import SIZES, model_factory
 from harness.jobs import TrainJob
+from harness.models.families import model_factory
+from harness.models.sizes import SIZES
 from harness.plan import vocab_of
 from harness.results import RunDir, read_jsonl, replace_dir, write_atomic, write_json
 from objectives import registry
@@ -59,13 +60,13 @@ def train_worker(config: dict) -> dict:
         metrics = _train_step(engine, objective, sampler, plan, step, rank)
         step += 1
         if step % plan.train.log_every == 0 or step == plan.steps:
-            log.write(_train_row(engine, plan, step, metrics, time.time() - started))
+            log.write(_train_row(engine, plan, step, _mean_metrics(metrics), time.time() - started))
         if step % plan.train.eval_every == 0 or step == plan.steps:
             val = _validate(engine, objective, val_blocks, plan.seed)
             log.write({"kind": "val", "step": step, **val})
         if step % plan.train.checkpoint_every == 0 and step < plan.steps:
             _checkpoint(engine, run, step, time.time() - started, rank)
-    return _finish(engine, plan, run, data, val, time.time() - started, rank)
+    return _finish(engine, objective, plan, run, data, val, time.time() - started, rank)
 
 
 # --- set-up ------------------------------------------------------------------------------------
@@ -83,8 +84,7 @@ def _ensure_process_group() -> None:
 
 
 def _objective(plan: TrainJob):
-    cls = registry.get(plan.objective)
-    return cls(cls.Config(**plan.objective_config), vocab_of(plan.data))
+    return registry.build(plan.objective, plan.objective_config, vocab_of(plan.data))
 
 
 def _engine(plan: TrainJob, objective, data: PreparedData):
@@ -181,8 +181,9 @@ def _on_rank0(decide, rank: int):
 # --- the loop ----------------------------------------------------------------------------------
 
 
-def _train_step(engine, objective, sampler, plan: TrainJob, step: int, rank: int) -> dict:
-    """One optimizer step: grad_accum micro-steps, each backward then step (DeepSpeed accumulates)."""
+def _train_step(engine, objective, sampler, plan: TrainJob, step: int, rank: int) -> list[dict]:
+    """One optimizer step: grad_accum micro-steps, each backward then step (DeepSpeed accumulates).
+    Returns each micro-step's metrics, still tensors: they are read only on a logged step."""
     engine.train()
     rows = []
     for micro in range(plan.train.grad_accum):
@@ -192,7 +193,12 @@ def _train_step(engine, objective, sampler, plan: TrainJob, step: int, rank: int
         engine.backward(loss)
         engine.step()
         rows.append(metrics)
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    return rows
+
+
+def _mean_metrics(rows: list[dict]) -> dict:
+    """Each metric's mean over the micro-steps of one step, read as Python numbers."""
+    return {k: float(np.mean([r[k].item() for r in rows])) for k in rows[0]}
 
 
 def _to_device(batch: dict, engine) -> dict:
@@ -207,8 +213,8 @@ def _validate(engine, objective, blocks: list[np.ndarray], seed: int) -> dict:
     for i, block in enumerate(blocks):
         batch = _to_device(objective.transform(block, np.random.default_rng([VAL_SEED, seed, i])), engine)
         loss, metrics = objective.loss(engine, batch)
-        n = metrics["predicted"]
-        total += torch.tensor([loss.item() * n, metrics["accuracy"] * n, n], dtype=torch.float64)
+        n = metrics["predicted"].item()
+        total += torch.tensor([loss.item() * n, metrics["accuracy"].item() * n, n], dtype=torch.float64)
     dist.all_reduce(total)
     return {"val_loss": (total[0] / total[2]).item(), "val_accuracy": (total[1] / total[2]).item()}
 
@@ -256,13 +262,13 @@ class MetricsLog:
 # --- the end -----------------------------------------------------------------------------------
 
 
-def _finish(engine, plan: TrainJob, run: RunDir, data: PreparedData, val: dict, elapsed: float,
+def _finish(engine, objective, plan: TrainJob, run: RunDir, data: PreparedData, val: dict, elapsed: float,
             rank: int) -> dict:
     """Save the model in Hugging Face format and the run's summary; rank 0 writes both."""
     summary = {}
     with _gathered(engine, plan):
         if rank == 0:
-            _save_model(_objective(plan).export_model(engine.module), run, data)
+            _save_model(objective.export_model(engine.module), run, data)
             summary = _summary(plan, val, elapsed, data) | _engine_facts(engine)
             write_json(run.train_json, summary)
             shutil.rmtree(run.checkpoints, ignore_errors=True)
@@ -283,8 +289,6 @@ def _gathered(engine, plan: TrainJob):
 def _save_model(model, run: RunDir, data: PreparedData) -> None:
     staging = run.root / ".model.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    if hasattr(model.config, "sparse_prediction"):
-        model.config.sparse_prediction = False  # a training-time saving; users get full logits
     model.save_pretrained(staging)
     load_tokenizer(data.tokenizer_dir).save_pretrained(staging)
     replace_dir(staging, run.model)

@@ -31,9 +31,10 @@ from typing import ClassVar, Literal, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
-IGNORE_INDEX = -100
+from harness.models.tensors import IGNORE_INDEX
+from objectives.configs import ObjectiveConfig
+
 BATCH_KEYS = ("input_ids", "labels")
 OPTIONAL_BATCH_KEYS = ("decoder_input_ids", "prefix_lengths", "sequence_labels", "attention_mask",
                        "noise_seed")
@@ -60,19 +61,6 @@ class ModelFactory(Protocol):
 
     def __call__(self, architecture: Architecture, *, size=None, overrides: dict | None = None
                  ) -> torch.nn.Module: ...
-
-
-class ObjectiveConfig(BaseModel):
-    """Base of every objective's own config: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CrossEntropyConfig(ObjectiveConfig):
-    """Options of every objective whose loss is a token cross-entropy."""
-
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="mass spread uniformly over the vocabulary")
-    z_loss: float = Field(0.0, ge=0, description="weight of log(Z)^2, which keeps logits from drifting (PaLM)")
 
 
 class Objective:
@@ -103,8 +91,9 @@ class Objective:
         raise NotImplementedError
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]):
-        """Return (loss tensor, metrics dict) for one batch; metrics hold floats, including
-        `predicted` (positions the loss averages over), used to weight validation losses."""
+        """Return (loss tensor, metrics dict) for one batch. Metrics are 0-d tensors, detached,
+        read as numbers by the trainer only when it logs them; they include `predicted`
+        (positions the loss averages over), used to weight validation losses."""
         raise NotImplementedError
 
     def model_overrides(self) -> dict:
@@ -116,7 +105,8 @@ class Objective:
         return make(self.architecture, overrides=self.model_overrides())
 
     def export_model(self, module: torch.nn.Module):
-        """The transformers model kept, saved and evaluated; by default the trained module."""
+        """The transformers model kept, saved and evaluated, as it is saved; by default the trained
+        module. Every change made for export only (say, dense logits) happens here."""
         return module
 
     def scoring_args(self, seq_len: int) -> dict:
@@ -136,7 +126,8 @@ def check_batch(batch: dict, name: str) -> None:
 
 def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, label_smoothing: float = 0.0,
                         z_loss: float = 0.0):
-    """Mean cross-entropy over labelled positions, plus accuracy and the count of positions.
+    """Mean cross-entropy over labelled positions, plus accuracy and the count of positions
+    (0-d tensors).
 
     With `z_loss`, adds z_loss * mean(logsumexp(logits)^2) over the same positions.
     """
@@ -147,7 +138,7 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, label_smo
     if z_loss:
         loss = loss + z_loss * torch.logsumexp(logits[keep], dim=-1).pow(2).mean()
     accuracy = (logits.argmax(-1)[keep] == labels[keep]).float().mean()
-    return loss, {"accuracy": accuracy.item(), "predicted": int(keep.sum())}
+    return loss, {"accuracy": accuracy, "predicted": keep.sum()}
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, config: ObjectiveConfig):

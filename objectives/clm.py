@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from objectives.base import IGNORE_INDEX, CrossEntropyConfig, Objective, cross_entropy
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import Objective, cross_entropy
+from objectives.configs import CausalLMConfig
 
 
 def shift_labels(block: np.ndarray) -> np.ndarray:
@@ -24,10 +26,6 @@ def next_token_batch(block: np.ndarray) -> dict[str, torch.Tensor]:
     """The causal-LM batch of a block: the block itself, and each position's next token."""
     block = np.asarray(block, dtype=np.int64)
     return {"input_ids": torch.from_numpy(block.copy()), "labels": torch.from_numpy(shift_labels(block))}
-
-
-class CausalLMConfig(CrossEntropyConfig):
-    pass
 
 
 class CausalLM(Objective):
@@ -44,4 +42,4 @@ class CausalLM(Objective):
     def loss(self, model, batch):
         logits = model(input_ids=batch["input_ids"]).logits
         loss, metrics = cross_entropy(logits, batch["labels"], self.config)
-        return loss, {"loss": loss.item(), **metrics}
+        return loss, {"loss": loss.detach(), **metrics}

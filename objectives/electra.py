@@ -32,14 +32,14 @@ from __future__ import annotations
 import copy
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from transformers import ModernBertForTokenClassification
 
-from harness.models import ModelSize
-from objectives.base import IGNORE_INDEX, CrossEntropyConfig, Objective, cross_entropy
+from harness.models.sizes import ModelSize
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import Objective, cross_entropy
+from objectives.configs import ElectraConfig
 from objectives.mlm import bert_mask
 
 ALL_MASK = (1.0, 0.0, 0.0)  # every selected position becomes [MASK]
@@ -155,15 +155,6 @@ def token_classifier(mlm: torch.nn.Module) -> ModernBertForTokenClassification:
     return model
 
 
-class ElectraConfig(CrossEntropyConfig):
-    """label_smoothing and z_loss apply to the generator's MLM loss."""
-
-    mask_rate: float = Field(0.15, gt=0, lt=1, description="share of positions the generator fills")
-    generator_fraction: float = Field(0.25, gt=0, le=1,
-                                      description="generator width / discriminator width (paper: 1/4 to 1/3)")
-    disc_weight: float = Field(50.0, gt=0, description="weight of the discriminator's loss (lambda)")
-
-
 class Electra(Objective):
     name = "electra"
     architecture = "encoder"
@@ -173,9 +164,7 @@ class Electra(Objective):
     Config = ElectraConfig
 
     def transform(self, block, rng):
-        inputs, labels = bert_mask(np.asarray(block, dtype=np.int64), rng, rate=self.config.mask_rate,
-                                   mask_id=self.vocab.id("[MASK]"), special_ids=self.vocab.special_ids(),
-                                   vocab_size=self.vocab.size, split=ALL_MASK)
+        inputs, labels = bert_mask(block, rng, self.vocab, rate=self.config.mask_rate, split=ALL_MASK)
         seeds = rng.integers(0, 2**62, size=len(inputs))
         return {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
                 "noise_seed": torch.from_numpy(seeds)}
@@ -195,9 +184,10 @@ class Electra(Objective):
         generator_loss, generator = cross_entropy(out.generator_logits, labels[labels != IGNORE_INDEX], self.config)
         target = out.replaced.float()
         disc_loss = F.binary_cross_entropy_with_logits(out.discriminator_logits.float(), target)
-        disc_accuracy = ((out.discriminator_logits > 0).float() == target).float().mean().item()
+        disc_accuracy = ((out.discriminator_logits > 0).float() == target).float().mean()
         loss = generator_loss + self.config.disc_weight * disc_loss
         # accuracy and predicted describe the discriminator, the model kept: every position.
-        return loss, {"loss": loss.item(), "accuracy": disc_accuracy, "predicted": int(target.numel()),
-                      "generator_loss": generator_loss.item(), "generator_accuracy": generator["accuracy"],
-                      "discriminator_loss": disc_loss.item(), "replaced": target.mean().item()}
+        predicted = torch.tensor(target.numel(), device=target.device)
+        return loss, {"loss": loss.detach(), "accuracy": disc_accuracy, "predicted": predicted,
+                      "generator_loss": generator_loss.detach(), "generator_accuracy": generator["accuracy"],
+                      "discriminator_loss": disc_loss.detach(), "replaced": target.mean()}

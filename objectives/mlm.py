@@ -13,36 +13,30 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import Field
 
-from objectives.base import IGNORE_INDEX, CrossEntropyConfig, Objective, cross_entropy
-from objectives.noise import iid_mask, split_by_rates
-
-
-def bert_mask(block: np.ndarray, rng: np.random.Generator, *, rate: float, mask_id: int,
-              special_ids: np.ndarray, vocab_size: int, split=(0.8, 0.1, 0.1)):
-    """Return (input_ids, labels) for BERT-style masking of a (B, T) block."""
-    eligible = ~np.isin(block, special_ids)
-    selected = iid_mask(block.shape, rate, rng, eligible)
-    to_mask, to_random, _unchanged = split_by_rates(selected, split, rng)
-    inputs = block.copy()
-    inputs[to_mask] = mask_id
-    inputs[to_random] = random_ordinary_tokens(int(to_random.sum()), special_ids, vocab_size, rng)
-    labels = np.where(selected, block, IGNORE_INDEX)
-    return inputs, labels
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import Objective, Vocab, cross_entropy
+from objectives.configs import MaskedLMConfig
+from objectives.noise import bert_noise
 
 
-def random_ordinary_tokens(n: int, special_ids: np.ndarray, vocab_size: int,
-                           rng: np.random.Generator) -> np.ndarray:
-    """n tokens drawn uniformly from the vocabulary minus its special tokens."""
-    ordinary = np.setdiff1d(np.arange(vocab_size), special_ids)
-    return rng.choice(ordinary, size=n)
+def bert_mask(block: np.ndarray, rng: np.random.Generator, vocab: Vocab, *, rate: float,
+              split: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, labels) of BERT's masking of a (B, T) block with the vocabulary's [MASK] and
+    ordinary tokens; `split` shares the selected positions among [MASK], a random token and
+    unchanged (MaskedLMConfig.split). Masked LM, NSP/SOP and ELECTRA all mask with it."""
+    block = np.asarray(block, dtype=np.int64)
+    inputs, selected = bert_noise(block, rng, rate=rate, split=split, mask_id=vocab.id("[MASK]"),
+                                  special_ids=vocab.special_ids(), vocab_size=vocab.size)
+    return inputs, np.where(selected, block, IGNORE_INDEX)
 
 
-class MaskedLMConfig(CrossEntropyConfig):
-    mask_rate: float = Field(0.15, gt=0, lt=1, description="share of positions selected for prediction")
-    mask_fraction: float = Field(0.8, ge=0, le=1, description="selected positions replaced by [MASK]")
-    random_fraction: float = Field(0.1, ge=0, le=1, description="selected positions replaced by a random token")
+def dense_for_export(model):
+    """`model` (a ModernBertForMaskedLM trained with sparse prediction) configured to give full
+    logits once saved. Its own forward keeps the mode it was built with (ModernBERT reads the
+    flag at construction), so training the same module on is unaffected."""
+    model.config.sparse_prediction = False  # a training-time saving; users get full logits
+    return model
 
 
 class MaskedLM(Objective):
@@ -55,11 +49,7 @@ class MaskedLM(Objective):
 
     def transform(self, block, rng):
         cfg = self.config
-        keep = 1.0 - cfg.mask_fraction - cfg.random_fraction
-        inputs, labels = bert_mask(
-            np.asarray(block, dtype=np.int64), rng, rate=cfg.mask_rate,
-            mask_id=self.vocab.id("[MASK]"), special_ids=self.vocab.special_ids(),
-            vocab_size=self.vocab.size, split=(cfg.mask_fraction, cfg.random_fraction, keep))
+        inputs, labels = bert_mask(block, rng, self.vocab, rate=cfg.mask_rate, split=cfg.split)
         return {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels)}
 
     def loss(self, model, batch):
@@ -69,7 +59,10 @@ class MaskedLM(Objective):
         logits = model(input_ids=batch["input_ids"], labels=labels).logits
         targets = labels if logits.dim() == 3 else labels[labels != IGNORE_INDEX]
         loss, metrics = cross_entropy(logits, targets, self.config)
-        return loss, {"loss": loss.item(), **metrics}
+        return loss, {"loss": loss.detach(), **metrics}
 
     def model_overrides(self):
         return {"sparse_prediction": True}
+
+    def export_model(self, module):
+        return dense_for_export(module)

@@ -20,12 +20,13 @@ The batch is the causal LM's; head j's targets are the labels moved j - 1 positi
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 from transformers.masking_utils import create_causal_mask
 from transformers.models.modernbert_decoder.modeling_modernbert_decoder import ModernBertDecoderLayer
 
-from objectives.base import IGNORE_INDEX, CrossEntropyConfig, Objective, cross_entropy
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import Objective, cross_entropy
 from objectives.clm import next_token_batch
+from objectives.configs import MultiTokenConfig
 
 
 def future_labels(labels: torch.Tensor, offset: int) -> torch.Tensor:
@@ -78,10 +79,6 @@ class MultiTokenModel(torch.nn.Module):
         return layer
 
 
-class MultiTokenConfig(CrossEntropyConfig):
-    k: int = Field(4, ge=1, le=16, description="tokens predicted at each position (output heads)")
-
-
 class MultiTokenPrediction(Objective):
     name = "mtp"
     architecture = "decoder"
@@ -99,8 +96,8 @@ class MultiTokenPrediction(Objective):
         heads = [cross_entropy(head, future_labels(batch["labels"], j), self.config) for j, head in enumerate(logits)]
         loss = torch.stack([head_loss for head_loss, _ in heads]).mean()
         # accuracy and predicted are head 1's: the next-token prediction the exported model makes
-        return loss, {"loss": loss.item(), **heads[0][1],
-                      **{f"loss_head{j + 1}": head_loss.item() for j, (head_loss, _) in enumerate(heads)}}
+        return loss, {"loss": loss.detach(), **heads[0][1],
+                      **{f"loss_head{j + 1}": head_loss.detach() for j, (head_loss, _) in enumerate(heads)}}
 
     def build_model(self, make):
         return MultiTokenModel(make("decoder", overrides=self.model_overrides()), self.config.k)

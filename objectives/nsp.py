@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from objectives.segments import (Pair, Segment, SegmentPairConfig, SegmentPairObjective, Span, pair_source,
+from objectives.configs import NextSentenceConfig
+from objectives.segments import (Pair, Segment, SegmentPairObjective, Span, pair_source,
                                  rows_from, sentence_run)
 
 IS_NEXT, NOT_NEXT = 1, 0
@@ -75,10 +76,6 @@ def foreign_segment(block, docs_by_row, home: tuple[int, int], budget: int, foll
 
 def starts_with(tokens: np.ndarray, prefix: np.ndarray) -> bool:
     return len(prefix) <= len(tokens) and np.array_equal(tokens[: len(prefix)], prefix)
-
-
-class NextSentenceConfig(SegmentPairConfig):
-    pass
 
 
 class NextSentencePrediction(SegmentPairObjective):

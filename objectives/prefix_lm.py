@@ -28,8 +28,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from objectives.base import IGNORE_INDEX, CrossEntropyConfig, Objective, cross_entropy
-from objectives.noise import prefix_split
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import Objective, cross_entropy
+from objectives.configs import PrefixLMConfig
+from objectives.noise import denoise, drop_noise_tokens, drop_nonnoise_tokens, random_prefix_noise
 
 
 def prefix_attention_mask(prefix_lengths: torch.Tensor, length: int) -> torch.Tensor:
@@ -73,11 +75,13 @@ def assemble(prefix: np.ndarray, suffix: np.ndarray, length: int, pad_id: int):
 
 
 def split_rows(block: np.ndarray, rng: np.random.Generator):
-    """Prefix LM batch arrays of a (B, L) block: (input_ids, labels, prefix_lengths)."""
+    """Prefix LM batch arrays of a (B, L) block: (input_ids, labels, prefix_lengths). Each row is
+    denoised as T5's prefix_lm: the noise after a random cut is the suffix, the rest the prefix."""
     rows = []
     for row in np.asarray(block, dtype=np.int64):
-        cut = prefix_split(len(row), rng)
-        rows.append((*assemble(row[:cut], row[cut:], len(row), pad_id=0), cut))
+        prefix, suffix = denoise(row, rng, noise_mask_fn=random_prefix_noise, inputs_fn=drop_noise_tokens,
+                                 targets_fn=drop_nonnoise_tokens)
+        rows.append((*assemble(prefix, suffix, len(row), pad_id=0), len(prefix)))
     input_ids, labels, prefix_lengths = zip(*rows)
     return np.stack(input_ids), np.stack(labels), np.array(prefix_lengths, dtype=np.int64)
 
@@ -91,11 +95,7 @@ def prefix_lm_loss(model, batch: dict[str, torch.Tensor], config):
     """(loss, metrics) of a batch with prefix_lengths: cross-entropy on the labelled suffix."""
     logits = prefix_lm_logits(model, batch["input_ids"], batch["prefix_lengths"])
     loss, metrics = cross_entropy(logits, batch["labels"], config)
-    return loss, {"loss": loss.item(), **metrics}
-
-
-class PrefixLMConfig(CrossEntropyConfig):
-    pass
+    return loss, {"loss": loss.detach(), **metrics}
 
 
 class PrefixLM(Objective):

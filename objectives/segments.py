@@ -28,8 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from objectives.base import IGNORE_INDEX, Objective, cross_entropy
-from objectives.mlm import MaskedLMConfig, bert_mask
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import Objective, cross_entropy
+from objectives.configs import SegmentPairConfig
+from objectives.mlm import bert_mask, dense_for_export
 
 Span = tuple[int, int]  # (start, stop) of a slice of one row
 PAIR_SPECIALS = 3  # [CLS], [SEP], [SEP]
@@ -180,10 +182,6 @@ class MaskedLMWithPairHead(torch.nn.Module):
 # --- the objective --------------------------------------------------------------------------------
 
 
-class SegmentPairConfig(MaskedLMConfig):
-    """BERT masking of the pair row; the options of objectives.mlm."""
-
-
 class SegmentPairObjective(Objective):
     """Masked LM over [CLS] A [SEP] B [SEP] rows plus a binary label per row (`pairs`).
 
@@ -216,23 +214,17 @@ class SegmentPairObjective(Objective):
         pairs = self.pairs(block, docs_by_row, block.shape[1] - PAIR_SPECIALS, v.id("[EOS]"), rng)
         rows = assemble(block, pairs, cls_id=v.id("[CLS]"), sep_id=v.id("[SEP]"), pad_id=v.id("[PAD]"),
                         seq_len=block.shape[1])
-        inputs, labels = self._mask(rows, rng)
+        # [CLS], [SEP] and [PAD] are special tokens, so bert_mask never selects them.
+        inputs, labels = bert_mask(rows, rng, v, rate=self.config.mask_rate, split=self.config.split)
         return {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
                 "sequence_labels": torch.tensor([p.label for p in pairs], dtype=torch.int64),
                 "attention_mask": torch.from_numpy((rows != v.id("[PAD]")).astype(np.int64))}
-
-    def _mask(self, rows: np.ndarray, rng: np.random.Generator):
-        # [CLS], [SEP] and [PAD] are special tokens, so bert_mask never selects them.
-        cfg, v = self.config, self.vocab
-        keep = 1.0 - cfg.mask_fraction - cfg.random_fraction
-        return bert_mask(rows, rng, rate=cfg.mask_rate, mask_id=v.id("[MASK]"), special_ids=v.special_ids(),
-                         vocab_size=v.size, split=(cfg.mask_fraction, cfg.random_fraction, keep))
 
     def build_model(self, make):
         return MaskedLMWithPairHead(make("encoder", overrides=self.model_overrides()))
 
     def export_model(self, module):
-        return module.mlm
+        return dense_for_export(module.mlm)
 
     def loss(self, model, batch):
         labels = batch["labels"]
@@ -241,5 +233,5 @@ class SegmentPairObjective(Objective):
         pair_loss = F.cross_entropy(out.pair_logits.float(), batch["sequence_labels"])
         pair_accuracy = (out.pair_logits.argmax(-1) == batch["sequence_labels"]).float().mean()
         loss = token_loss + pair_loss
-        return loss, {"loss": loss.item(), **metrics, "mlm_loss": token_loss.item(),
-                      f"{self.name}_loss": pair_loss.item(), f"{self.name}_accuracy": pair_accuracy.item()}
+        return loss, {"loss": loss.detach(), **metrics, "mlm_loss": token_loss.detach(),
+                      f"{self.name}_loss": pair_loss.detach(), f"{self.name}_accuracy": pair_accuracy}

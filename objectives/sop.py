@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from objectives.segments import Pair, Segment, SegmentPairConfig, SegmentPairObjective, Span, pair_source
+from objectives.configs import SentenceOrderConfig
+from objectives.segments import Pair, Segment, SegmentPairObjective, Span, pair_source
 
 IN_ORDER, SWAPPED = 1, 0
 
@@ -37,10 +38,6 @@ def sop_pairs(block: np.ndarray, docs_by_row: list[list[list[Span]]], budget: in
         first, second = Segment(source, *a), Segment(source, *b)
         pairs.append(Pair(first, second, IN_ORDER) if keep else Pair(second, first, SWAPPED))
     return pairs
-
-
-class SentenceOrderConfig(SegmentPairConfig):
-    pass
 
 
 class SentenceOrderPrediction(SegmentPairObjective):

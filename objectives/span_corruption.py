@@ -13,28 +13,33 @@ mean_span_length 2, a 10-token block has 3 noise tokens in 2 spans, here "sat on
     labels             [<extra_id_0>, sat, on, <extra_id_1>, dog, [EOS]]
     decoder_input_ids  [[PAD], <extra_id_0>, sat, on, <extra_id_1>, dog]   (labels shifted right)
 
-The decoder's loss is a likelihood of the noise tokens given the rest of the text.
+The decoder's loss is a likelihood of the noise tokens given the rest of the text. Each row is
+one `noise.denoise` call: random spans, sentinel inputs + [EOS], sentinel targets + [EOS].
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import Field
 
-from harness.encdec import shift_right
-from objectives.base import IGNORE_INDEX, CrossEntropyConfig, Objective, Vocab, cross_entropy
-from objectives.noise import random_spans_mask, span_corrupt, span_counts, span_lengths
+from harness.models.tensors import IGNORE_INDEX, shift_right
+from objectives.base import Objective, cross_entropy
+from objectives.configs import SpanCorruptionConfig
+from objectives.noise import (SENTINELS, check_span_count, denoise, framed, random_spans_noise, sentinel_ids,
+                              sentinel_inputs, sentinel_targets, span_counts, span_lengths)
 
-SENTINELS = tuple(f"<extra_id_{k}>" for k in range(100))
 
-
-def corrupt_row(tokens: np.ndarray, rng: np.random.Generator, *, density: float, mean_span: float,
-                sentinels: np.ndarray, eos: int) -> tuple[np.ndarray, np.ndarray]:
-    """(encoder input, decoder target) of one row, each ended by [EOS]."""
-    mask = random_spans_mask(len(tokens), density, mean_span, rng)
-    inputs, targets = span_corrupt(tokens, mask, sentinels)
-    return np.append(inputs, eos), np.append(targets, eos)
+def span_corruption(block: np.ndarray, rng: np.random.Generator, *, density: float, mean_span: float,
+                    sentinels: np.ndarray, eos: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, labels) of a (B, L) block: each row denoised, its inputs and targets each
+    ended by [EOS]; inputs padded with [PAD], targets with IGNORE_INDEX. Every row of a block
+    has the same noise and span counts (T5's rounding), so neither is padded when all rows have
+    the same length, as training blocks do."""
+    t5 = dict(noise_mask_fn=random_spans_noise(density, mean_span),
+              inputs_fn=framed(sentinel_inputs(sentinels), after=[eos]),
+              targets_fn=framed(sentinel_targets(sentinels), after=[eos]))
+    pairs = [denoise(row, rng, **t5) for row in np.asarray(block, dtype=np.int64)]
+    return pad_rows([p[0] for p in pairs], pad), pad_rows([p[1] for p in pairs], IGNORE_INDEX)
 
 
 def pad_rows(rows: list[np.ndarray], fill: int) -> np.ndarray:
@@ -43,33 +48,6 @@ def pad_rows(rows: list[np.ndarray], fill: int) -> np.ndarray:
     for i, row in enumerate(rows):
         out[i, : len(row)] = row
     return out
-
-
-def span_corruption(block: np.ndarray, rng: np.random.Generator, *, density: float, mean_span: float,
-                    sentinels: np.ndarray, eos: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """(input_ids, labels) of a (B, L) block: encoder inputs padded with [PAD], targets with
-    IGNORE_INDEX. Every row of a block has the same noise and span counts (T5's rounding), so
-    neither is padded when all rows have the same length, as training blocks do."""
-    pairs = [corrupt_row(row, rng, density=density, mean_span=mean_span, sentinels=sentinels, eos=eos)
-             for row in np.asarray(block, dtype=np.int64)]
-    return pad_rows([p[0] for p in pairs], pad), pad_rows([p[1] for p in pairs], IGNORE_INDEX)
-
-
-def sentinel_ids(vocab: Vocab, n: int) -> np.ndarray:
-    """Ids of the first `n` sentinels."""
-    if n > len(SENTINELS):
-        raise ValueError(f"span corruption needs {n} sentinels, more than the {len(SENTINELS)} it defines: "
-                         "use a shorter seq_len or a lower noise density")
-    missing = [s for s in SENTINELS[:n] if s not in vocab.special]
-    if missing:
-        raise ValueError(f"the vocabulary lacks {len(missing)} sentinel tokens ({missing[0]}, ...): "
-                         "its tokenizer was not prepared with span_corruption's special tokens")
-    return np.array([vocab.id(s) for s in SENTINELS[:n]], dtype=np.int64)
-
-
-class SpanCorruptionConfig(CrossEntropyConfig):
-    noise_density: float = Field(0.15, gt=0, lt=1, description="share of the block's tokens in noise spans")
-    mean_span_length: float = Field(3.0, ge=1, description="mean length of a noise span, in tokens")
 
 
 class SpanCorruption(Objective):
@@ -82,29 +60,34 @@ class SpanCorruption(Objective):
     defines_likelihood = True
     Config = SpanCorruptionConfig
 
+    def __init__(self, config, vocab):
+        super().__init__(config, vocab)
+        self.sentinels = sentinel_ids(vocab.special, self.name)
+
     def block_length(self, seq_len):
-        return span_lengths(seq_len, self.config.noise_density, self.config.mean_span_length)[0]
+        cfg = self.config
+        raw = span_lengths(seq_len, cfg.noise_density, cfg.mean_span_length)[0]
+        check_span_count(span_counts(raw, cfg.noise_density, cfg.mean_span_length)[1], seq_len,
+                         f"span corruption (noise density {cfg.noise_density}, mean span {cfg.mean_span_length})")
+        return raw
 
     def targets_length(self, seq_len: int) -> int:
         """The decoder's length when the encoder's is seq_len."""
         return span_lengths(seq_len, self.config.noise_density, self.config.mean_span_length)[1]
 
     def transform(self, block, rng):
-        cfg, block = self.config, np.asarray(block, dtype=np.int64)
-        spans = span_counts(block.shape[1], cfg.noise_density, cfg.mean_span_length)[1]
-        inputs, labels = span_corruption(
-            block, rng, density=cfg.noise_density, mean_span=cfg.mean_span_length,
-            sentinels=sentinel_ids(self.vocab, spans), eos=self.vocab.id("[EOS]"), pad=self.vocab.id("[PAD]"))
+        cfg, pad = self.config, self.vocab.id("[PAD]")
+        inputs, labels = span_corruption(block, rng, density=cfg.noise_density, mean_span=cfg.mean_span_length,
+                                         sentinels=self.sentinels, eos=self.vocab.id("[EOS]"), pad=pad)
         labels = torch.from_numpy(labels)
         # T5 starts the decoder with [PAD]; the model's own labels-only path does the same.
-        pad = self.vocab.id("[PAD]")
         return {"input_ids": torch.from_numpy(inputs), "labels": labels,
                 "decoder_input_ids": shift_right(labels, start_id=pad, pad_id=pad)}
 
     def loss(self, model, batch):
         logits = model(input_ids=batch["input_ids"], decoder_input_ids=batch["decoder_input_ids"]).logits
         loss, metrics = cross_entropy(logits, batch["labels"], self.config)
-        return loss, {"loss": loss.item(), **metrics}
+        return loss, {"loss": loss.detach(), **metrics}
 
     def scoring_args(self, seq_len):
         # Each sliding window scores no more tokens than the decoder was trained to emit

@@ -26,58 +26,26 @@ R row reads 8 raw tokens (see below) and span_counts gives it one noise token, h
 The raw text a span row reads is the longest length r whose row fits: 1 (mode) + inputs +
 targets + 1 ([EOS]) = r + 2 * spans(r) + 2 <= seq_len, with spans(r) from noise.span_counts;
 the rest of the block is unused. An S row reads seq_len - 1 tokens, the block's length.
+
+Each denoiser is one `noise.denoise` call (`denoiser_fns`): R and X are T5's span corruption,
+S is prefix LM, each with the mode token put in front of its prefix.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.errors import UserError
-from objectives.base import CrossEntropyConfig, Objective
-from objectives.noise import prefix_split, random_spans_mask, span_corrupt, span_counts
+from objectives.base import Objective
+from objectives.configs import Denoiser, UL2Config
+from objectives.noise import (SENTINELS, check_span_count, denoise, drop_noise_tokens, drop_nonnoise_tokens,
+                              framed, random_prefix_noise, random_spans_noise, sentinel_ids, sentinel_inputs,
+                              sentinel_targets, span_counts)
 from objectives.prefix_lm import as_batch, assemble, prefix_lm_loss
-from objectives.span_corruption import SENTINELS  # the same sentinels as T5 span corruption
 
 MODE_TOKENS = {"R": "[NLU]", "S": "[S2S]", "X": "[NLG]"}
-
-
-class Denoiser(BaseModel):
-    """One denoiser of the mixture: a paradigm, its span noise (R and X only) and its weight."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    paradigm: Literal["R", "S", "X"] = Field(description="R regular, S sequential (prefix LM), X extreme")
-    mean_span: float | None = Field(None, ge=1, description="mean noise span length (R and X)")
-    density: float | None = Field(None, gt=0, lt=1, description="share of raw tokens corrupted (R and X)")
-    weight: float = Field(1.0, gt=0, description="relative frequency in the mixture")
-
-    @model_validator(mode="after")
-    def _noise_matches_paradigm(self):
-        spans = self.mean_span is not None and self.density is not None
-        if self.paradigm == "S" and (self.mean_span is not None or self.density is not None):
-            raise ValueError("an S denoiser takes no mean_span or density")
-        if self.paradigm != "S" and not spans:
-            raise ValueError(f"an {self.paradigm} denoiser needs mean_span and density")
-        return self
-
-
-def _span(paradigm: str, mean_span: float, density: float) -> Denoiser:
-    return Denoiser(paradigm=paradigm, mean_span=mean_span, density=density)
-
-
-PAPER_DENOISERS = (
-    _span("R", 3, 0.15), _span("R", 8, 0.15),
-    Denoiser(paradigm="S"),
-    _span("X", 3, 0.5), _span("X", 8, 0.5), _span("X", 64, 0.15), _span("X", 64, 0.5),
-)
-
-
-class UL2Config(CrossEntropyConfig):
-    denoisers: tuple[Denoiser, ...] = Field(PAPER_DENOISERS, min_length=1,
-                                            description="the mixture; each row draws one by weight")
 
 
 @functools.lru_cache(maxsize=256)
@@ -93,18 +61,15 @@ def span_raw_length(seq_len: int, density: float, mean_span: float) -> int:
     raise UserError(f"seq_len {seq_len} is too short for a UL2 span row", where="data.seq_len")
 
 
-def span_row(raw: np.ndarray, denoiser: Denoiser, mode_id: int, sentinels: np.ndarray, eos_id: int,
-             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(prefix, suffix) of a span row: [mode] + corrupted raw, then targets + [EOS]."""
-    mask = random_spans_mask(len(raw), denoiser.density, denoiser.mean_span, rng)
-    inputs, targets = span_corrupt(raw, mask, sentinels)
-    return np.concatenate([[mode_id], inputs]), np.concatenate([targets, [eos_id]])
-
-
-def sequential_row(raw: np.ndarray, mode_id: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(prefix, suffix) of an S row: [mode] + the raw text up to a uniform cut, then the rest."""
-    cut = prefix_split(len(raw), rng)
-    return np.concatenate([[mode_id], raw[:cut]]), raw[cut:]
+def denoiser_fns(denoiser: Denoiser, mode_id: int, sentinels: np.ndarray, eos_id: int) -> dict:
+    """The `denoise` functions of one denoiser, its prefix starting with its mode token: prefix
+    LM for S; T5 span corruption for R and X, the targets and [EOS] as the suffix."""
+    if denoiser.paradigm == "S":
+        return dict(noise_mask_fn=random_prefix_noise, inputs_fn=framed(drop_noise_tokens, before=[mode_id]),
+                    targets_fn=drop_nonnoise_tokens)
+    return dict(noise_mask_fn=random_spans_noise(denoiser.density, denoiser.mean_span),
+                inputs_fn=framed(sentinel_inputs(sentinels), before=[mode_id]),
+                targets_fn=framed(sentinel_targets(sentinels), after=[eos_id]))
 
 
 def choose_denoisers(n: int, denoisers: tuple[Denoiser, ...], rng: np.random.Generator) -> np.ndarray:
@@ -123,17 +88,25 @@ class UL2(Objective):
     defines_likelihood = True
     Config = UL2Config
 
+    def __init__(self, config, vocab):
+        super().__init__(config, vocab)
+        sentinels = sentinel_ids(vocab.special, self.name)
+        self._fns = [denoiser_fns(d, vocab.id(MODE_TOKENS[d.paradigm]), sentinels, vocab.id("[EOS]"))
+                     for d in config.denoisers]
+
     def block_length(self, seq_len):
         # Every row spends one position on its mode token; S rows read the rest of the row.
         for d in self.config.denoisers:
             if d.paradigm != "S":
-                self._check_sentinels(seq_len, d)
+                spans = span_counts(span_raw_length(seq_len, d.density, d.mean_span), d.density, d.mean_span)[1]
+                check_span_count(spans, seq_len, f"UL2 denoiser {d.paradigm} (mean span {d.mean_span}, "
+                                                 f"density {d.density})")
         return seq_len - 1
 
     def transform(self, block, rng):
         block = np.asarray(block, dtype=np.int64)
         seq_len = block.shape[1] + 1  # block_length(seq_len) is seq_len - 1
-        rows = [self._row(raw, self.config.denoisers[i], seq_len, rng)
+        rows = [self._row(raw, i, seq_len, rng)
                 for raw, i in zip(block, choose_denoisers(len(block), self.config.denoisers, rng))]
         input_ids, labels, prefix_lengths = zip(*rows)
         return as_batch(np.stack(input_ids), np.stack(labels), np.array(prefix_lengths, dtype=np.int64))
@@ -146,24 +119,9 @@ class UL2(Objective):
         # prefix, then causal text with no sentinels. The paper uses [S2S] for such prompts.
         return {"mode_token": MODE_TOKENS["S"]}
 
-    def _row(self, raw: np.ndarray, denoiser: Denoiser, seq_len: int, rng: np.random.Generator):
-        mode_id = self.vocab.id(MODE_TOKENS[denoiser.paradigm])
-        if denoiser.paradigm == "S":
-            prefix, suffix = sequential_row(raw, mode_id, rng)
-        else:
-            used = raw[: span_raw_length(seq_len, denoiser.density, denoiser.mean_span)]
-            prefix, suffix = span_row(used, denoiser, mode_id, self._sentinel_ids, self.vocab.id("[EOS]"), rng)
+    def _row(self, raw: np.ndarray, index: int, seq_len: int, rng: np.random.Generator):
+        denoiser = self.config.denoisers[index]
+        if denoiser.paradigm != "S":  # a span row reads the longest raw text whose row fits
+            raw = raw[: span_raw_length(seq_len, denoiser.density, denoiser.mean_span)]
+        prefix, suffix = denoise(raw, rng, **self._fns[index])
         return *assemble(prefix, suffix, seq_len, self.vocab.id("[PAD]")), len(prefix)
-
-    @functools.cached_property
-    def _sentinel_ids(self) -> np.ndarray:
-        return np.array([self.vocab.id(s) for s in SENTINELS], dtype=np.int64)
-
-    @staticmethod
-    def _check_sentinels(seq_len: int, denoiser: Denoiser) -> None:
-        raw = span_raw_length(seq_len, denoiser.density, denoiser.mean_span)
-        spans = span_counts(raw, denoiser.density, denoiser.mean_span)[1]
-        if spans > len(SENTINELS):
-            raise UserError(f"UL2 denoiser {denoiser.paradigm} (mean span {denoiser.mean_span}, density "
-                            f"{denoiser.density}) makes {spans} spans at seq_len {seq_len}, more than the "
-                            f"{len(SENTINELS)} sentinels", where="data.seq_len")

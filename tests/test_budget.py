@@ -19,10 +19,11 @@ from torch._subclasses.fake_tensor import FakeTensor
 
 from harness.budget import micro_step_flops, shapes_only, step_cost
 from harness.data.sampler import BlockSampler
-from harness.models import SIZES, model_factory, parameter_count
+from harness.models.families import model_factory, parameter_count
+from harness.models.sizes import SIZES
+from harness.models.tensors import IGNORE_INDEX
 from harness.plan import vocab_of
 from objectives import registry
-from objectives.base import IGNORE_INDEX
 from objectives.clm import CausalLM
 
 from conftest import REPO
@@ -51,8 +52,10 @@ def data(every_objective_data):
 
 
 def _setup(data, name: str, size: str, config: dict, objective_cls=None):
-    cls = objective_cls or registry.get(name)
-    objective = cls(cls.Config(**config), vocab_of(data))
+    if objective_cls is None:
+        objective = registry.build(name, config, vocab_of(data))
+    else:
+        objective = objective_cls(objective_cls.Config(**config), vocab_of(data))
     make = model_factory(SIZES[size], vocab_size=data.vocab_size, special=data.special_tokens,
                          max_len=SEQ_LEN)
     sampler = BlockSampler(data.train_tokens, data.dtype, objective.block_length(SEQ_LEN), seed=0)

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from harness.data.sampler import BlockSampler
-from harness.models import SIZES, model_factory, parameter_count
+from harness.models.families import model_factory, parameter_count
+from harness.models.sizes import SIZES
 from harness.plan import vocab_of
 from objectives import registry
 from objectives.base import check_batch
@@ -43,8 +44,7 @@ def test_every_registered_objective_has_settings():
 
 
 def _objective(name, data):
-    cls = registry.get(name)
-    return cls(cls.Config(**SETTINGS.get(name, {})), vocab_of(data))
+    return registry.build(name, SETTINGS.get(name, {}), vocab_of(data))
 
 
 def _blocks(objective, data, n=1, batch=8):
@@ -81,6 +81,7 @@ def test_a_few_steps_lower_a_finite_loss(name, data):
                                                  special=data.special_tokens, max_len=SEQ_LEN))
     export = objective.export_model(module)
     assert parameter_count(export) <= parameter_count(module)
+    assert not getattr(export.config, "sparse_prediction", False)  # saved models give full logits
     optimizer = torch.optim.AdamW(module.parameters(), lr=3e-3)
     blocks = _blocks(objective, data, n=30)
     fixed = objective.transform(blocks[0], np.random.default_rng(99))

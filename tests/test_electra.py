@@ -14,9 +14,10 @@ from harness.data.sampler import BlockSampler
 from harness.data.tokenizer import load_tokenizer
 from harness.evaluate import evaluate_entry
 from harness.evaluate.electra import DiscriminatorLM
-from harness.models import SIZES, ModelSize, model_factory, parameter_count
+from harness.models.families import model_factory, parameter_count
+from harness.models.sizes import SIZES, ModelSize
+from harness.models.tensors import IGNORE_INDEX
 from harness.plan import vocab_of
-from objectives.base import IGNORE_INDEX
 from objectives.electra import Electra, generator_size, replace_tokens
 from conftest import split_tokens
 
@@ -125,6 +126,7 @@ def test_loss_is_generator_loss_plus_50_discriminator_loss(tiny_data):
     batch = _batch(tiny_data, objective)
     torch.manual_seed(1)
     loss, metrics = objective.loss(module, batch)
+    metrics = {k: v.item() for k, v in metrics.items()}  # 0-d tensors, read as the trainer reads them
     torch.manual_seed(1)  # the same generator samples
     out = module(**batch)
     selected = batch["labels"] != IGNORE_INDEX

@@ -1,4 +1,4 @@
-"""harness.encdec, the ModernBERT encoder-decoder (attention patterns, layer split, persistence),
+"""harness.models.encdec, the ModernBERT encoder-decoder (attention patterns, layer split, persistence),
 and harness-seq2seq, its lm-eval adapter, against a plain hand computation and through lm-eval's
 simple_evaluate on the harness's own tasks, offline."""
 
@@ -17,10 +17,12 @@ from transformers.models.modernbert_decoder.modeling_modernbert_decoder import M
 from harness.data.config import SyntheticData
 from harness.data.prepare import BASE_SPECIAL_TOKENS, prepare
 from harness.data.tokenizer import load_tokenizer
-from harness.encdec import EncoderDecoderConfig, ModernEncoderDecoder, shift_right, split_layers
+from harness.models.encdec import EncoderDecoderConfig, ModernEncoderDecoder, split_layers
 from harness.evaluate import evaluate_entry
 from harness.evaluate.seq2seq import EncoderDecoderLM, seq2seq_rows
-from harness.models import SIZES, ModelSize, build_model, parameter_count
+from harness.models.families import build_model, parameter_count
+from harness.models.sizes import SIZES, ModelSize
+from harness.models.tensors import shift_right
 from harness.synthetic import WorldConfig
 from objectives.span_corruption import SENTINELS
 

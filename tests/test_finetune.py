@@ -21,7 +21,8 @@ from harness.data.tokenizer import load_tokenizer
 from harness.errors import UserError
 from harness.finetune import (FINETUNE_TASKS, FinetuneConfig, baselines, build_classifier, check_finetune_tasks,
                               classification_metrics, encode_rows, finetune_model, load_rows, pad_right, pool)
-from harness.models import SIZES, build_model, model_factory
+from harness.models.families import build_model, model_factory
+from harness.models.sizes import SIZES
 from harness.synthetic import WorldConfig
 from objectives import registry
 from objectives.base import Vocab
@@ -45,8 +46,7 @@ def pretrained_decoder(world_data, tmp_path_factory):
     """A `tiny` decoder trained with the causal-LM objective for PRETRAIN_STEPS steps (about two
     seconds), saved with its tokenizer as a run saves its model."""
     vocab = Vocab(world_data.vocab_size, world_data.special_tokens)
-    clm = registry.get("clm")
-    objective = clm(clm.Config(), vocab)
+    objective = registry.build("clm", {}, vocab)
     make = model_factory(SIZES["tiny"], vocab_size=vocab.size, special=vocab.special, max_len=SEQ_LEN)
     model = objective.build_model(make)
     sampler = BlockSampler(world_data.train_tokens, world_data.dtype, SEQ_LEN, seed=0)

@@ -10,8 +10,10 @@ import transformers
 
 from harness.budget import micro_step_flops
 from harness.data.sampler import BlockSampler
-from harness.models import SIZES, model_factory, parameter_count
-from objectives.base import IGNORE_INDEX, Vocab
+from harness.models.families import model_factory, parameter_count
+from harness.models.sizes import SIZES
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import Vocab
 from objectives.clm import CausalLM
 from objectives.mtp import MultiTokenModel, MultiTokenPrediction, future_labels
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from objectives.noise import (iid_mask, prefix_split, random_spans_mask, span_corrupt, span_counts,
-                              span_lengths, split_by_rates)
+from objectives.noise import (denoise, drop_noise_tokens, drop_nonnoise_tokens, framed, iid_mask, prefix_split,
+                              random_prefix_noise, random_spans_mask, random_spans_noise, replace_spans,
+                              sentinel_inputs, sentinel_targets, span_counts, span_lengths, span_targets,
+                              split_by_rates)
 
 SENTINELS = np.arange(1000, 1100)
 
@@ -55,7 +57,7 @@ def test_span_corruption_reconstructs_the_original_and_numbers_sentinels_in_orde
     for _ in range(200):
         tokens = rng.integers(0, 900, size=141)
         mask = random_spans_mask(len(tokens), 0.15, 3.0, rng)
-        inputs, targets = span_corrupt(tokens, mask, SENTINELS)
+        inputs, targets = replace_spans(tokens, mask, SENTINELS), span_targets(tokens, mask, SENTINELS)
         used_in = inputs[inputs >= 1000]
         used_out = targets[targets >= 1000]
         assert list(used_in) == list(used_out) == list(SENTINELS[:_runs(mask)])  # unique, in order
@@ -77,8 +79,8 @@ def _reconstruct(inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def test_the_docstring_example():
-    inputs, targets = span_corrupt(np.array([1, 2, 3, 4, 5, 6]), np.array([0, 1, 0, 0, 1, 1], bool),
-                                   np.array([90, 91]))
+    tokens, mask, sentinels = np.array([1, 2, 3, 4, 5, 6]), np.array([0, 1, 0, 0, 1, 1], bool), np.array([90, 91])
+    inputs, targets = replace_spans(tokens, mask, sentinels), span_targets(tokens, mask, sentinels)
     assert inputs.tolist() == [1, 90, 3, 4, 91] and targets.tolist() == [90, 2, 91, 5, 6]
 
 
@@ -94,3 +96,39 @@ def test_prefix_split_covers_every_length_and_leaves_both_parts_non_empty():
     rng = np.random.default_rng(3)
     draws = [prefix_split(8, rng) for _ in range(2000)]
     assert set(draws) == set(range(1, 8))
+
+
+# --- denoise: one composition for span corruption, prefix LM and UL2's denoisers -------------------
+
+
+def test_denoise_with_span_noise_is_span_corruption():
+    tokens = np.random.default_rng(4).integers(0, 900, size=141)
+    inputs, targets = denoise(tokens, np.random.default_rng(5), noise_mask_fn=random_spans_noise(0.15, 3.0),
+                              inputs_fn=sentinel_inputs(SENTINELS), targets_fn=sentinel_targets(SENTINELS))
+    mask = random_spans_mask(len(tokens), 0.15, 3.0, np.random.default_rng(5))  # the same draws
+    assert np.array_equal(inputs, replace_spans(tokens, mask, SENTINELS))
+    assert np.array_equal(targets, span_targets(tokens, mask, SENTINELS))
+    assert _reconstruct(inputs, targets).tolist() == tokens.tolist()
+
+
+def test_denoise_with_prefix_noise_cuts_where_prefix_split_does():
+    rng_a, rng_b = np.random.default_rng(6), np.random.default_rng(6)
+    for _ in range(50):
+        tokens = np.arange(20) + 100
+        prefix, suffix = denoise(tokens, rng_a, noise_mask_fn=random_prefix_noise, inputs_fn=drop_noise_tokens,
+                                 targets_fn=drop_nonnoise_tokens)
+        cut = prefix_split(len(tokens), rng_b)
+        assert prefix.tolist() == tokens[:cut].tolist() and suffix.tolist() == tokens[cut:].tolist()
+
+
+def test_framed_puts_tokens_around_and_keeps_the_dtype():
+    tokens, mask = np.array([5, 6, 7, 8], dtype=np.int64), np.array([0, 1, 1, 0], bool)
+    assert framed(drop_noise_tokens, before=[1])(tokens, mask).tolist() == [1, 5, 8]
+    assert framed(drop_nonnoise_tokens, after=[2])(tokens, mask).tolist() == [6, 7, 2]
+    unframed = framed(drop_noise_tokens)(tokens, mask)
+    assert unframed.dtype == np.int64 and unframed.tolist() == [5, 8]
+    # UL2's R/X row: the mode token, the corrupted text; then the targets and [EOS]
+    prefix, suffix = denoise(tokens, None, noise_mask_fn=lambda n, rng: mask.copy(),
+                             inputs_fn=framed(sentinel_inputs(SENTINELS), before=[9]),
+                             targets_fn=framed(sentinel_targets(SENTINELS), after=[2]))
+    assert prefix.tolist() == [9, 5, 1000, 8] and suffix.tolist() == [1000, 6, 7, 2]

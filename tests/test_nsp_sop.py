@@ -10,9 +10,11 @@ import torch.nn.functional as F
 import transformers
 
 from harness.data.sampler import BlockSampler
-from harness.models import SIZES, model_factory
+from harness.models.families import model_factory
+from harness.models.sizes import SIZES
 from harness.plan import vocab_of
-from objectives.base import IGNORE_INDEX, Vocab
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import Vocab
 from objectives.nsp import IS_NEXT, NOT_NEXT, NextSentencePrediction, nsp_pairs
 from objectives.segments import PAIR_SPECIALS, documents
 from objectives.sop import IN_ORDER, SWAPPED, SentenceOrderPrediction, sop_pairs

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness.models import SIZES, build_model
-from objectives.base import IGNORE_INDEX, Vocab
+from harness.models.families import build_model
+from harness.models.sizes import SIZES
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import Vocab
 from objectives.clm import CausalLM
 from objectives.mlm import MaskedLM, bert_mask
 
@@ -40,8 +42,7 @@ def _masking_draw(n_tokens=200_000):
     rng = np.random.default_rng(0)
     block = _block(rng, (n_tokens // 100, 100))
     block[:, ::10] = SPECIAL["[EOS]"]  # special positions must never be selected
-    inputs, labels = bert_mask(block, rng, rate=0.15, mask_id=SPECIAL["[MASK]"],
-                               special_ids=VOCAB.special_ids(), vocab_size=VOCAB.size)
+    inputs, labels = bert_mask(block, rng, VOCAB, rate=0.15, split=(0.8, 0.1, 0.1))
     return block, inputs, labels
 
 
@@ -109,6 +110,62 @@ def test_registry_suggests_close_names():
     assert registry.get("mlm") is MaskedLM
     with pytest.raises(UserError, match="did you mean 'mlm'"):
         registry.get("mlmm")
+    with pytest.raises(UserError, match="did you mean 'mlm'"):
+        registry.config("mlmm")
+
+
+def test_registry_config_is_each_objectives_config_and_imports_no_torch():
+    import subprocess
+    import sys
+
+    from objectives import registry
+    for name in registry.names():
+        assert registry.config(name) is registry.get(name).Config
+    # A fresh interpreter: validating an objective's config needs neither torch nor transformers.
+    code = ("import sys; from objectives import registry; "
+            "[registry.config(n)() for n in registry.names()]; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_registry_build_takes_a_dict_or_the_config():
+    from pydantic import ValidationError
+
+    from objectives import registry
+    from objectives.configs import MaskedLMConfig
+    from_dict = registry.build("mlm", {"mask_rate": 0.2}, VOCAB)
+    from_config = registry.build("mlm", MaskedLMConfig(mask_rate=0.2), VOCAB)
+    assert type(from_dict) is type(from_config) is MaskedLM and from_dict.vocab is VOCAB
+    assert from_dict.config == from_config.config == MaskedLM.Config(mask_rate=0.2)
+    block = _block(np.random.default_rng(0))
+    a, b = (o.transform(block, np.random.default_rng(3)) for o in (from_dict, from_config))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValidationError, match="mask_rat"):
+        registry.build("mlm", {"mask_rat": 0.2}, VOCAB)
+    with pytest.raises(TypeError, match="MaskedLMConfig"):
+        registry.build("mlm", CausalLM.Config(), VOCAB)
+
+
+def test_metrics_are_detached_tensors():
+    model = build_model("encoder", SIZES["tiny"], vocab_size=VOCAB.size, special=SPECIAL, max_len=32,
+                        overrides={"sparse_prediction": True})
+    objective = MaskedLM(MaskedLM.Config(), VOCAB)
+    loss, metrics = objective.loss(model, objective.transform(_block(np.random.default_rng(0)),
+                                                              np.random.default_rng(1)))
+    assert loss.requires_grad and {"loss", "accuracy", "predicted"} <= set(metrics)
+    for name, value in metrics.items():
+        assert isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad, name
+    assert metrics["loss"].item() == loss.item() and metrics["predicted"].dtype == torch.int64
+
+
+def test_mlm_exports_a_model_that_saves_dense_logits():
+    model = build_model("encoder", SIZES["tiny"], vocab_size=VOCAB.size, special=SPECIAL, max_len=32,
+                        overrides={"sparse_prediction": True})
+    exported = MaskedLM(MaskedLM.Config(), VOCAB).export_model(model)
+    assert exported is model and exported.config.sparse_prediction is False
+    # the module trained keeps its sparse projection: ModernBERT reads the flag when built
+    assert model.sparse_prediction is True
 
 
 def test_label_smoothing_and_z_loss_follow_their_definitions():
@@ -128,9 +185,9 @@ def test_label_smoothing_and_z_loss_follow_their_definitions():
 
 def test_every_cross_entropy_objective_takes_the_options():
     from objectives import registry
-    from objectives.base import CrossEntropyConfig
+    from objectives.configs import CrossEntropyConfig
     for name in registry.names():
-        config = registry.get(name).Config
+        config = registry.config(name)
         if issubclass(config, CrossEntropyConfig):
             assert config(label_smoothing=0.1, z_loss=1e-4).label_smoothing == 0.1
     objective = CausalLM(CausalLM.Config(label_smoothing=0.2), VOCAB)

@@ -18,8 +18,10 @@ from harness.data.tokenizer import load_tokenizer
 from harness.evaluate import _lm_eval_model, _model_args, evaluate_entry
 from harness.evaluate.prefix import PrefixLM as PrefixScorer
 from harness.evaluate.prefix import prefix_row
-from harness.models import SIZES, build_model
-from objectives.base import IGNORE_INDEX, Vocab
+from harness.models.families import build_model
+from harness.models.sizes import SIZES
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import Vocab
 from objectives.clm import CausalLM, shift_labels
 from objectives.prefix_lm import PrefixLM, assemble, prefix_attention_mask, prefix_lm_logits
 

@@ -25,7 +25,7 @@ from lm_eval.tasks import TaskManager
 import harness.evaluate.adapters
 import harness.evaluate.prefix
 import harness.evaluate.seq2seq
-from harness.encdec import EncoderDecoderConfig, ModernEncoderDecoder
+from harness.models.encdec import EncoderDecoderConfig, ModernEncoderDecoder
 from harness.errors import UserError
 from harness.evaluate import materialize_tasks
 from harness.evaluate.adapters import CausalLM, sliding_windows

@@ -8,8 +8,12 @@ import pytest
 import torch
 
 from harness.budget import micro_step_flops
-from harness.models import SIZES, build_model
-from objectives.base import IGNORE_INDEX, Vocab
+from harness.errors import UserError
+from harness.models.families import build_model
+from harness.models.sizes import SIZES
+from harness.models.tensors import IGNORE_INDEX
+from objectives import registry
+from objectives.base import Vocab
 from objectives.noise import span_lengths
 from objectives.span_corruption import SENTINELS, SpanCorruption
 
@@ -115,10 +119,18 @@ def test_transform_is_deterministic_under_a_seed(vocab, tokens):
     assert not torch.equal(a["labels"], c["labels"])
 
 
-def test_missing_sentinels_are_named(tiny_data, tokens):
-    objective = SpanCorruption(SpanCorruption.Config(), Vocab(tiny_data.vocab_size, tiny_data.special_tokens))
-    with pytest.raises(ValueError, match="lacks 2 sentinel tokens"):
-        objective.transform(blocks(tokens, 2, objective.block_length(32)), np.random.default_rng(0))
+def test_missing_sentinels_are_named_when_the_objective_is_built(tiny_data):
+    # Planning builds every objective for the suite's vocabulary, so this fails before training.
+    with pytest.raises(ValueError, match=r"lacks 100 sentinel tokens \(<extra_id_0>, \.\.\.\): its tokenizer "
+                                         "was not prepared with span_corruption's special tokens"):
+        registry.build("span_corruption", {}, Vocab(tiny_data.vocab_size, tiny_data.special_tokens))
+
+
+def test_too_many_spans_for_the_sentinels_is_a_user_error(vocab):
+    objective = SpanCorruption(SpanCorruption.Config(), vocab)
+    assert objective.block_length(1809) == 2009  # 100 spans: one sentinel each
+    with pytest.raises(UserError, match="makes 101 spans at seq_len 1810, more than the 100 sentinels"):
+        objective.block_length(1810)
 
 
 def test_a_few_optimizer_steps_lower_the_loss(vocab, tokens):

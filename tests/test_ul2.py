@@ -9,10 +9,13 @@ import torch
 
 from harness.data.sampler import BlockSampler
 from harness.errors import UserError
-from harness.models import SIZES, build_model
-from objectives.base import IGNORE_INDEX, Vocab
+from harness.models.families import build_model
+from harness.models.sizes import SIZES
+from harness.models.tensors import IGNORE_INDEX
+from objectives.base import Vocab
 from objectives.noise import span_counts
-from objectives.ul2 import MODE_TOKENS, PAPER_DENOISERS, SENTINELS, UL2, choose_denoisers, span_raw_length
+from objectives.configs import PAPER_DENOISERS
+from objectives.ul2 import MODE_TOKENS, SENTINELS, UL2, choose_denoisers, span_raw_length
 
 
 @pytest.fixture(scope="module")
@@ -164,9 +167,9 @@ def test_transform_is_deterministic_under_a_seed(tiny_data, vocab):
     assert not torch.equal(a["input_ids"], c["input_ids"])
 
 
-def test_scoring_uses_the_sequential_mode():
+def test_scoring_uses_the_sequential_mode(vocab):
     assert UL2.scoring == "prefix-loglikelihood" and UL2.defines_likelihood
-    assert UL2(UL2.Config(), None).scoring_args(128) == {"mode_token": "[S2S]"}
+    assert UL2(UL2.Config(), vocab).scoring_args(128) == {"mode_token": "[S2S]"}
 
 
 def test_a_few_optimizer_steps_lower_the_loss(tiny_data, vocab):

@@ -41,7 +41,7 @@ from lm_eval.models.utils import resolve_max_length
 
 from harness.errors import UserError
 from harness.evaluate import safetensors_weights
-from harness.models import pad_right
+from harness.models.tensors import pad_right
 
 
 def left_truncate(context: list[int], continuation: list[int], max_length: int) -> tuple[list[int], int]:

@@ -22,7 +22,7 @@ import transformers
 from lm_eval.api.registry import register_model
 
 from harness.evaluate.adapters import HarnessLM, left_truncate
-from harness.models import pad_right
+from harness.models.tensors import pad_right
 
 
 @register_model("harness-electra")

@@ -26,7 +26,7 @@ import transformers
 from lm_eval.api.registry import register_model
 
 from harness.evaluate.adapters import HarnessLM, left_truncate, next_token_score, sliding_windows
-from harness.models import pad_right
+from harness.models.tensors import pad_right
 from objectives.prefix_lm import prefix_lm_logits
 
 

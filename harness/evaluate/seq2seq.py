@@ -1,4 +1,4 @@
-"""lm-eval model class for the encoder-decoder (harness.encdec) trained by span corruption.
+"""lm-eval model class for the encoder-decoder (harness.models.encdec) trained by span corruption.
 
 `EncoderDecoderLM` (registered with lm-eval as "harness-seq2seq") scores a continuation as T5
 scores zero-shot: the context goes to the encoder followed by the first sentinel, as if the
@@ -26,9 +26,9 @@ import torch
 import transformers
 from lm_eval.api.registry import register_model
 
-import harness.encdec  # noqa: F401  registers the family with transformers' Auto classes
+import harness.models.encdec  # noqa: F401  registers the family with transformers' Auto classes
 from harness.evaluate.adapters import HarnessLM, sliding_windows
-from harness.models import pad_right
+from harness.models.tensors import pad_right
 
 
 def seq2seq_rows(context: list[int], continuation: list[int], *, sentinel: int, eos: int, start: int,

@@ -40,7 +40,7 @@ from transformers.models.modernbert_decoder.modeling_modernbert_decoder import (
     ModernBertDecoderAttention, ModernBertDecoderLayer, ModernBertDecoderMLP, ModernBertDecoderPredictionHead,
     ModernBertDecoderRotaryEmbedding)
 
-from objectives.base import IGNORE_INDEX
+from harness.models.tensors import IGNORE_INDEX, shift_right
 
 
 def split_layers(num_hidden_layers: int) -> tuple[int, int]:
@@ -48,22 +48,9 @@ def split_layers(num_hidden_layers: int) -> tuple[int, int]:
     return math.ceil(num_hidden_layers / 2), num_hidden_layers // 2
 
 
-def shift_right(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Tensor:
-    """The decoder's input for `labels` (B, S): a start token, then the labels up to S-1, with
-    unlabelled positions (IGNORE_INDEX) read as padding (T5's `_shift_right`).
-
-    >>> shift_right(torch.tensor([[7, 8, 1, -100]]), start_id=0, pad_id=0)
-    tensor([[0, 7, 8, 1]])
-    """
-    shifted = labels.new_full(labels.shape, pad_id)
-    shifted[:, 1:] = labels[:, :-1]
-    shifted[:, 0] = start_id
-    return shifted.masked_fill(shifted == IGNORE_INDEX, pad_id)
-
-
 class EncoderDecoderConfig(PreTrainedConfig):
-    """The fields harness.models passes to every family, plus any ModernBERT option (norm_eps,
-    dropouts, ...), which both stacks receive."""
+    """The fields harness.models.families passes to every family, plus any ModernBERT option
+    (norm_eps, dropouts, ...), which both stacks receive."""
 
     model_type = "harness-encdec"
 
@@ -94,7 +81,8 @@ class EncoderDecoderConfig(PreTrainedConfig):
             raise ValueError(f"layer_types has {len(self.layer_types)} entries for {self.num_hidden_layers} layers")
         if self.decoder_start_token_id is None:
             self.decoder_start_token_id = self.pad_token_id  # T5 starts the decoder with its pad token
-        for name in ("bos_token_id", "cls_token_id", "sep_token_id"):  # as harness.models chooses them
+        # as harness.models.families chooses them
+        for name in ("bos_token_id", "cls_token_id", "sep_token_id"):
             if getattr(self, name) is None:
                 setattr(self, name, self.eos_token_id)
         super().__post_init__(**kwargs)
