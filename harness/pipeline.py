@@ -19,7 +19,7 @@ from harness.jobs import RunPlan
 from harness.plan import check_validation_split, plan_suite
 from harness.progress import Progress
 from harness.evaluate import safetensors_weights
-from harness.checkpoint import check_resumable
+from harness.train.checkpoint import check_resumable
 from harness.lock import SuiteLock
 from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml, write_json, write_yaml
 from harness.suite import Suite

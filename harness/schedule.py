@@ -195,10 +195,10 @@ def _fit(job: TrainJob) -> None:
 
 
 def _train_logged(config: dict) -> dict:
-    """harness.train.train_worker, its output and traceback in RUN/logs/worker-<rank>.log."""
+    """harness.train.worker.train_worker, its output and traceback in RUN/logs/worker-<rank>.log."""
     from ray.train import get_context
 
-    from harness.train import train_worker
+    from harness.train.worker import train_worker
 
     with output_to(RunDir(Path(config["run_dir"])).logs / f"worker-{get_context().get_world_rank()}.log"):
         return train_worker(config)

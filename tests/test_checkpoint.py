@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness import checkpoint
+from harness.train import checkpoint
 from harness.errors import UserError
 from harness.pipeline import _pending
 from harness.plan import plan_suite
@@ -46,7 +46,7 @@ def _train(plan_dict: dict, crash_at_step: int | None, record: str | None, error
     to `error` and the exit status is 2, as from the command line."""
     import os
 
-    import harness.train as train
+    import harness.train.worker as train
     step_fn = train._train_step
     folders = Path(plan_dict["run_dir"]) / "checkpoints"
 
@@ -232,7 +232,7 @@ class _Stop(Exception):
 def _stop_and_resume(plan_dicts: list[dict], out: str) -> None:
     """Child process: for each plan, stop as step 6 begins (a checkpoint was saved at step 5),
     check the run as the preflight does, then resume it; note the first step each resume runs."""
-    import harness.train as train
+    import harness.train.worker as train
     step_fn, stopping, first = train._train_step, [True], {}
 
     def watched(engine, objective, sampler, plan, step, rank):

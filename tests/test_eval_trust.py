@@ -26,7 +26,7 @@ import yaml
 from sqlitedict import SqliteDict
 
 import harness.evaluate.cache
-from harness.data import PreparedData
+from harness.data.entry import PreparedData
 from harness.errors import UserError
 from harness.evaluate import HELDOUT_TASK, evaluate_entry, model_sha256, safetensors_weights
 from harness.evaluate.adapters import CausalLM

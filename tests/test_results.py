@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.checkpoint import check_resumable, seal
+from harness.train.checkpoint import check_resumable, seal
 from harness.errors import UserError
 from harness.results import RunDir, read_jsonl, write_json
 

@@ -32,7 +32,7 @@ def _train(plan_dict: dict, crash_at_step: int | None, record: str | None) -> No
     abruptly when that step begins."""
     import os
 
-    import harness.train as train
+    import harness.train.worker as train
     step_fn = train._train_step
 
     def watched(engine, objective, sampler, plan, step, rank):

@@ -5,7 +5,7 @@ group; see harness.schedule). It reads top to bottom: set up, resume, loop, save
 writes files. Every batch is a pure function of (seed, step, micro-step, rank), so a run resumed
 from a checkpoint reads exactly the blocks an uninterrupted run would have read. It resumes from
 the newest checkpoint that is complete by its manifest, and loads it weights-only
-(harness.checkpoint): a checkpoint folder cannot make a worker run code.
+(harness.train.checkpoint): a checkpoint folder cannot make a worker run code.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from harness import checkpoint
+from harness.train import checkpoint
 from harness.data.entry import PreparedData
 from harness.data.sampler import BlockSampler
 from harness.data.tokenizer import load_tokenizer
@@ -102,7 +102,7 @@ def _engine(plan: TrainJob, objective, data: PreparedData):
 
 def _weights_only_loads(engine):
     """DeepSpeed's torch checkpoint engine, except that it loads with weights_only=True and the
-    short allow-list of harness.checkpoint (DeepSpeed's own unpickles anything, running its code).
+    short allow-list of harness.train.checkpoint (DeepSpeed's own unpickles anything, running its code).
     Every load of engine.load_checkpoint, ZeRO partitions included, goes through it."""
     from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
 

@@ -179,7 +179,7 @@ def check_resumable(checkpoints: Path, world_size: int, zero_stage: int) -> list
     """Refuse, before any training starts, a run whose checkpoints cannot be resumed safely;
     return a note for each newer checkpoint folder that will be passed over.
 
-    The newest complete checkpoint (harness.checkpoint) must hold model states and, under ZeRO,
+    The newest complete checkpoint (this module) must hold model states and, under ZeRO,
     one optimizer partition per worker, and every file must unpickle under the weights-only
     allow-list (tensors are mapped, not read).
     """

@@ -1,0 +1,6 @@
+"""Training: one run's DeepSpeed engine on every worker. The only package that drives deepspeed.
+
+    worker.py      train_worker: set up the engine, resume, the loop, validation, the export
+    checkpoint.py  checkpoints that can be trusted: manifests of digests, weights-only loads,
+                   the preflight that refuses a checkpoint that cannot be resumed
+"""
