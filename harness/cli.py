@@ -163,7 +163,7 @@ def _cmd_objectives(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from harness.evaluate import HELDOUT_TASK
+    from harness.evaluate.tasks import HELDOUT_TASK
     from harness.pipeline import preflight_eval, run_unit
     from harness.plan import RunPlan
     from harness.results import RunDir, read_yaml

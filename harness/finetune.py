@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import UserError, did_you_mean
-from harness.evaluate import safetensors_weights
+from harness.evaluate.weights import safetensors_weights
 from harness.models import pad_right
 from harness.results import write_json
 from harness.suite import FinetuneConfig

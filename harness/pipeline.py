@@ -18,7 +18,8 @@ from harness.data import BASE_SPECIAL_TOKENS, PreparedData, prepare
 from harness.errors import UserError
 from harness.plan import RunPlan, check_validation_split, plan_suite
 from harness.progress import Progress
-from harness.evaluate import HELDOUT_TASK, safetensors_weights
+from harness.evaluate.tasks import HELDOUT_TASK
+from harness.evaluate.weights import safetensors_weights
 from harness.lock import SuiteLock
 from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml, write_json, write_yaml
 from harness.suite import Suite
@@ -63,7 +64,7 @@ def check_writable(folder: Path, where: str) -> None:
 
 def preflight_eval(tasks, finetune_tasks, tasks_dir: Path, bundle: Path | None) -> None:
     """Every evaluation and fine-tuning task loads, before any cluster resource is taken."""
-    from harness.evaluate import check_tasks
+    from harness.evaluate.tasks import check_tasks
     from harness.finetune import check_finetune_tasks
     check_tasks(tasks, tasks_dir, bundle)
     check_finetune_tasks(list(finetune_tasks), tasks_dir, bundle)
@@ -177,7 +178,7 @@ def run_unit(plan_dict: dict, kind: str, name: str) -> dict:
         return finetune_model(run.model, plan.architecture, name, FinetuneConfig(**ev["finetune"]),
                               tasks_dir=tasks_dir, bundle_dir=bundle, max_length=plan.seq_len,
                               out_dir=run.finetune_dir)
-    from harness.evaluate import evaluate_entry
+    from harness.evaluate.run import evaluate_entry
     request = _eval_request(plan, name)
     return evaluate_entry(run.model, plan.scoring, name, tasks_dir=tasks_dir, out_dir=run.eval_dir,
                           bundle=bundle, num_fewshot=request["num_fewshot"], batch_size=ev["batch_size"],

@@ -35,7 +35,7 @@ import yaml
 from harness.aggregate import (Aggregate, centered, chance_of, default_aggregate, mean_ci, missing_tasks,
                                resolve_aggregate, run_aggregate)
 from harness.errors import UserError
-from harness.evaluate import HELDOUT_TASK as HELDOUT  # the entry of held-out text: bits/byte, perplexities
+from harness.evaluate.tasks import HELDOUT_TASK as HELDOUT  # the entry of held-out text: bits/byte, perplexities
 from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml, write_atomic
 
 HELDOUT_METRICS = ("bits_per_byte", "byte_perplexity", "word_perplexity")

@@ -11,8 +11,8 @@ import transformers
 from lm_eval.api.instance import Instance
 
 from harness.data import BlockSampler, load_tokenizer
-from harness.evaluate import evaluate_entry
 from harness.evaluate.electra import DiscriminatorLM
+from harness.evaluate.run import evaluate_entry
 from harness.models import SIZES, ModelSize, model_factory, parameter_count
 from harness.plan import vocab_of
 from objectives.base import IGNORE_INDEX

@@ -16,7 +16,7 @@ from transformers.models.modernbert_decoder.modeling_modernbert_decoder import M
 
 from harness.data import BASE_SPECIAL_TOKENS, DataConfig, load_tokenizer, prepare
 from harness.encdec import EncoderDecoderConfig, ModernEncoderDecoder, shift_right, split_layers
-from harness.evaluate import evaluate_entry
+from harness.evaluate.run import evaluate_entry
 from harness.evaluate.seq2seq import EncoderDecoderLM, seq2seq_rows
 from harness.models import SIZES, ModelSize, build_model, parameter_count
 from harness.synthetic import WorldConfig
