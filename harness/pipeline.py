@@ -22,7 +22,7 @@ from harness.evaluate.tasks import HELDOUT_TASK
 from harness.evaluate.weights import safetensors_weights
 from harness.lock import SuiteLock
 from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml, write_json, write_yaml
-from harness.suite import Suite
+from harness.suite import FinetuneConfig, Suite
 from objectives import registry
 
 
@@ -64,8 +64,8 @@ def check_writable(folder: Path, where: str) -> None:
 
 def preflight_eval(tasks, finetune_tasks, tasks_dir: Path, bundle: Path | None) -> None:
     """Every evaluation and fine-tuning task loads, before any cluster resource is taken."""
+    from harness.evaluate.finetune import check_finetune_tasks
     from harness.evaluate.tasks import check_tasks
-    from harness.finetune import check_finetune_tasks
     check_tasks(tasks, tasks_dir, bundle)
     check_finetune_tasks(list(finetune_tasks), tasks_dir, bundle)
 
@@ -174,7 +174,7 @@ def run_unit(plan_dict: dict, kind: str, name: str) -> dict:
     tasks_dir = Path(plan.data["tasks_dir"])
     bundle = Path(ev["bundle"]) if ev["bundle"] else None
     if kind == "finetune":
-        from harness.finetune import FinetuneConfig, finetune_model
+        from harness.evaluate.finetune import finetune_model
         return finetune_model(run.model, plan.architecture, name, FinetuneConfig(**ev["finetune"]),
                               tasks_dir=tasks_dir, bundle_dir=bundle, max_length=plan.seq_len,
                               out_dir=run.finetune_dir)

@@ -29,11 +29,11 @@ import harness.evaluate.cache
 from harness.errors import UserError
 from harness.evaluate.adapters import CausalLM
 from harness.evaluate.cache import JsonResponses
+from harness.evaluate.finetune import finetune_model
 from harness.evaluate.run import evaluate_entry
 from harness.evaluate.tasks import HELDOUT_TASK
 from harness.evaluate.weights import model_sha256, safetensors_weights
-from harness.finetune import FinetuneConfig, finetune_model
-from harness.suite import EvalConfig
+from harness.suite import EvalConfig, FinetuneConfig
 from tiny_lm import tiny_config, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]

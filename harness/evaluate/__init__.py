@@ -1,4 +1,5 @@
-"""Evaluation of trained runs with lm-eval: the one package of the harness that imports lm_eval.
+"""Evaluation of trained runs: lm-eval zero/few-shot scoring and the fine-tuning track. The one
+package of the harness that imports lm_eval.
 
     run.py        `evaluate_entry`: lm-eval's `simple_evaluate` on one entry of a suite's
                   `eval.tasks` with the model class for the objective's scoring method, written
@@ -12,7 +13,8 @@
     adapters.py   lm-eval model classes: the shared base, causal decoders, masked-LM encoders
     prefix.py, seq2seq.py, electra.py
                   lm-eval model classes for prefix LMs and UL2, encoder-decoders, ELECTRA
+    finetune.py   the fine-tuning track: a classification head on each model, trained per task
 
 Importing this package imports nothing heavy: `tasks.py` and `weights.py` are light (the report
-reads `HELDOUT_TASK`); `run.py` and the model classes import lm_eval and torch.
+reads `HELDOUT_TASK`); `run.py`, the model classes and `finetune.py` import lm_eval or torch.
 """
