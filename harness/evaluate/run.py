@@ -81,9 +81,9 @@ def evaluate_entry(model_dir: Path, scoring: str, entry: str, *, tasks_dir: Path
             fewshot_random_seed=seed,
             log_samples=True,  # the samples give the number of choices (the chance level) and the task hashes
         )
-    section = {"entry": entry, "scoring": scoring, "model": model, "model_sha256": checkpoint,
-               "request": {"num_fewshot": num_fewshot, "limit": limit}}
-    section = _add_harness_section(results, section)
+    section = _harness_section(results, {"entry": entry, "scoring": scoring, "model": model,
+                                         "model_sha256": checkpoint,
+                                         "request": {"num_fewshot": num_fewshot, "limit": limit}})
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     write_atomic(Path(out_dir) / f"{entry}.json", _to_json(results))
     return section
@@ -98,9 +98,9 @@ def _response_cache(cache_dir: Path | None, model: str, checkpoint: str) -> str 
     return str(Path(cache_dir) / f"{model}-{checkpoint[:16]}-json")
 
 
-def _add_harness_section(results: dict, section: dict) -> dict:
-    """Replace lm-eval's samples in `results` by their task hashes and add the `harness` section:
-    `section` with the report's rows ("tasks"); returns that section."""
+def _harness_section(results: dict, section: dict) -> dict:
+    """Replace lm-eval's samples in `results` by their task hashes, and add `section` with the
+    report's rows ("tasks") as its `harness` section; returns that section."""
     samples = results.pop("samples", {})
     results["task_hashes"] = task_hashes(samples)
     entry = section["entry"]
