@@ -18,7 +18,7 @@ from harness.errors import UserError
 from harness.jobs import RunPlan
 from harness.plan import check_validation_split, plan_suite
 from harness.progress import Progress
-from harness.evaluate import safetensors_weights
+from harness.evaluate.weights import safetensors_weights
 from harness.train.checkpoint import check_resumable
 from harness.lock import SuiteLock
 from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml, write_json, write_yaml

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from harness.evaluate import HELDOUT_TASK
+from harness.evaluate.tasks import HELDOUT_TASK
 from harness.jobs import EvalJob, TrainJob
 from harness.results import RunDir, read_json
 
@@ -71,7 +71,7 @@ class EvalUnit(Unit):
         return written.get("harness", {}).get("request") == self.request()
 
     def run(self) -> dict:
-        from harness.evaluate import evaluate_entry
+        from harness.evaluate.run import evaluate_entry  # lm-eval and torch: in the Ray task only
 
         job, run, request = self.job, RunDir(self.job.run_dir), self.request()
         return evaluate_entry(run.model, job.scoring, self.name, tasks_dir=job.tasks_dir,
@@ -93,7 +93,7 @@ class FinetuneUnit(Unit):
         return written.get("settings") == self.settings()
 
     def run(self) -> dict:
-        from harness.finetune import finetune_model
+        from harness.evaluate.finetune import finetune_model  # torch: in the Ray task only
 
         job, run = self.job, RunDir(self.job.run_dir)
         return finetune_model(run.model, job.architecture, self.name, job.eval.finetune,
@@ -130,8 +130,8 @@ def pending(units: Sequence[Unit]) -> list[Unit]:
 def preflight(tasks: Sequence[str], finetune_tasks: Sequence[str], tasks_dir: Path,
               bundle: Path | None) -> None:
     """Every evaluation and fine-tuning task loads, before any cluster resource is taken."""
-    from harness.evaluate import check_tasks
-    from harness.finetune import check_finetune_tasks
+    from harness.evaluate.finetune import check_finetune_tasks  # torch, transformers
+    from harness.evaluate.tasks import check_tasks
 
     check_tasks(list(tasks), tasks_dir, bundle)
     check_finetune_tasks(list(finetune_tasks), tasks_dir, bundle)

@@ -12,7 +12,7 @@ from lm_eval.api.instance import Instance
 
 from harness.data.sampler import BlockSampler
 from harness.data.tokenizer import load_tokenizer
-from harness.evaluate import evaluate_entry
+from harness.evaluate.run import evaluate_entry
 from harness.evaluate.electra import DiscriminatorLM
 from harness.models.families import model_factory, parameter_count
 from harness.models.sizes import SIZES, ModelSize

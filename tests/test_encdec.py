@@ -18,7 +18,7 @@ from harness.data.config import SyntheticData
 from harness.data.prepare import BASE_SPECIAL_TOKENS, prepare
 from harness.data.tokenizer import load_tokenizer
 from harness.models.encdec import EncoderDecoderConfig, ModernEncoderDecoder, split_layers
-from harness.evaluate import evaluate_entry
+from harness.evaluate.run import evaluate_entry
 from harness.evaluate.seq2seq import EncoderDecoderLM, seq2seq_rows
 from harness.models.families import build_model, parameter_count
 from harness.models.sizes import SIZES, ModelSize

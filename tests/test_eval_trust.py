@@ -1,6 +1,6 @@
 """Evaluation never unpickles what it reads: lm-eval's response cache holds JSON
 (harness.evaluate.cache), and a model folder is loaded from safetensors weights only
-(harness.evaluate.safetensors_weights), by evaluation and by the fine-tuning track alike.
+(harness.evaluate.weights.safetensors_weights), by evaluation and by the fine-tuning track alike.
 
 Each attack plants a pickle whose `__reduce__` creates a marker file when it is loaded (the
 first test shows that it does); the others check that the marker never appears, and that the
@@ -28,12 +28,14 @@ from sqlitedict import SqliteDict
 import harness.evaluate.cache
 from harness.data.entry import PreparedData
 from harness.errors import UserError
-from harness.evaluate import HELDOUT_TASK, evaluate_entry, model_sha256, safetensors_weights
 from harness.evaluate.adapters import CausalLM
 from harness.evaluate.cache import JsonResponses
-from harness.finetune import FinetuneConfig, finetune_model
+from harness.evaluate.finetune import finetune_model
+from harness.evaluate.run import evaluate_entry
+from harness.evaluate.tasks import HELDOUT_TASK
+from harness.evaluate.weights import model_sha256, safetensors_weights
 from harness.jobs import RunPlan
-from harness.suite import EvalConfig, ResourcesConfig, TrainConfig
+from harness.suite import EvalConfig, FinetuneConfig, ResourcesConfig, TrainConfig
 from tiny_lm import tiny_config, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]

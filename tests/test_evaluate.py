@@ -16,20 +16,18 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 
 from harness.errors import UserError
-from harness.evaluate import (
-    HELDOUT_TASK,
+from harness.evaluate.adapters import PseudoLogLikelihoodLM, left_truncate, masked_copy
+from harness.evaluate.run import (
     SCORING_MODELS,
-    _lm_eval_model,
-    _model_args,
     chance_level,
-    check_tasks,
     evaluate_entry,
-    materialize_tasks,
-    model_sha256,
+    lm_eval_model,
+    lm_eval_model_args,
     plain_metrics,
     reported_tasks,
 )
-from harness.evaluate.adapters import PseudoLogLikelihoodLM, left_truncate, masked_copy
+from harness.evaluate.tasks import HELDOUT_TASK, check_tasks, materialize_tasks
+from harness.evaluate.weights import model_sha256
 from harness.synthetic import TASKS
 from conftest import split_tokens
 from tiny_lm import tiny_config, train_tokenizer
@@ -147,9 +145,9 @@ def test_pll_refuses_rolling_and_generation(model_dirs):
 
 def test_loglikelihood_path_is_lm_evals_hf_model_and_matches_logits(model_dirs):
     # Built the way simple_evaluate builds it from the harness's model arguments.
-    model_name = _lm_eval_model("loglikelihood")
+    model_name = lm_eval_model("loglikelihood")
     lm = get_model(model_name).create_from_arg_obj(
-        _model_args(model_name, model_dirs["decoder"]), {"batch_size": 2, "device": "cpu"}
+        lm_eval_model_args(model_name, model_dirs["decoder"]), {"batch_size": 2, "device": "cpu"}
     )
     assert type(lm).__name__ == "HFLM"
     assert isinstance(lm.model, transformers.ModernBertDecoderForCausalLM)

@@ -1,4 +1,4 @@
-"""harness.finetune: a tiny decoder pretrained here for real (causal LM on the synthetic world),
+"""harness.evaluate.finetune: a tiny decoder pretrained here for real (causal LM on the synthetic world),
 then fine-tuned on a synthetic classification task; each architecture's head against the hidden
 state it should pool; the metrics against scikit-learn; the preflight's errors, offline."""
 
@@ -13,16 +13,18 @@ import pytest
 import torch
 import transformers
 
-import harness.finetune
+import harness.evaluate.finetune
 from harness.data.config import SyntheticData
 from harness.data.prepare import BASE_SPECIAL_TOKENS, prepare
 from harness.data.sampler import BlockSampler
 from harness.data.tokenizer import load_tokenizer
 from harness.errors import UserError
-from harness.finetune import (FINETUNE_TASKS, FinetuneConfig, baselines, build_classifier, check_finetune_tasks,
-                              classification_metrics, encode_rows, finetune_model, load_rows, pad_right, pool)
+from harness.evaluate.finetune import (FINETUNE_TASKS, baselines, build_classifier, check_finetune_tasks,
+                                       classification_metrics, encode_rows, finetune_model, load_rows, pad_right,
+                                       pool)
 from harness.models.families import build_model, model_factory
 from harness.models.sizes import SIZES
+from harness.suite import FinetuneConfig
 from harness.synthetic import WorldConfig
 from objectives import registry
 from objectives.base import Vocab
@@ -80,7 +82,7 @@ def untrained_models(world_data, tmp_path_factory) -> dict:
 
 
 def test_docstring_examples():
-    assert doctest.testmod(harness.finetune).failed == 0
+    assert doctest.testmod(harness.evaluate.finetune).failed == 0
 
 
 # ---------------------------------------------------------------- the acceptance test

@@ -15,7 +15,7 @@ from lm_eval.api.registry import get_model
 
 from harness.data.sampler import BlockSampler
 from harness.data.tokenizer import load_tokenizer
-from harness.evaluate import _lm_eval_model, _model_args, evaluate_entry
+from harness.evaluate.run import evaluate_entry, lm_eval_model, lm_eval_model_args
 from harness.evaluate.prefix import PrefixLM as PrefixScorer
 from harness.evaluate.prefix import prefix_row
 from harness.models.families import build_model
@@ -211,8 +211,8 @@ def test_adapter_with_a_one_token_prefix_equals_lm_evals_hf_scoring(model_dir):
     one_token = [(c, x) for c, x in REQUESTS if len(transformers.AutoTokenizer.from_pretrained(model_dir)
                                                    .encode(c, add_special_tokens=False)) <= 1]
     assert len(one_token) == 2  # the empty context and "the"
-    hf = get_model(_lm_eval_model("loglikelihood")).create_from_arg_obj(
-        _model_args("hf", model_dir), {"batch_size": 2, "device": "cpu"})
+    hf = get_model(lm_eval_model("loglikelihood")).create_from_arg_obj(
+        lm_eval_model_args("hf", model_dir), {"batch_size": 2, "device": "cpu"})
     ours = PrefixScorer(pretrained=str(model_dir), device="cpu")
     for (a, a_greedy), (b, b_greedy) in zip(ours.loglikelihood(_instances(one_token), disable_tqdm=True),
                                             hf.loglikelihood(_instances(one_token), disable_tqdm=True)):

@@ -27,11 +27,11 @@ import harness.evaluate.prefix
 import harness.evaluate.seq2seq
 from harness.models.encdec import EncoderDecoderConfig, ModernEncoderDecoder
 from harness.errors import UserError
-from harness.evaluate import materialize_tasks
 from harness.evaluate.adapters import CausalLM, sliding_windows
 from harness.evaluate.electra import DiscriminatorLM
 from harness.evaluate.prefix import PrefixLM
 from harness.evaluate.seq2seq import EncoderDecoderLM
+from harness.evaluate.tasks import materialize_tasks
 from conftest import split_tokens
 from tiny_lm import MODE, SENTINEL, corpus, tiny_config, train_tokenizer
 
@@ -133,7 +133,7 @@ def test_worked_examples_in_the_docstrings():
 
 def test_harness_causal_equals_lm_evals_hf_model(model_dirs):
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dirs["decoder"])
-    # the model arguments harness.evaluate gives lm-eval's hf model
+    # the model arguments harness.evaluate.run gives lm-eval's hf model
     hf_args = {"pretrained": str(model_dirs["decoder"]), "dtype": "float32", "add_bos_token": False,
                "prefix_token_id": tokenizer.eos_token_id, "max_length": 12}
     hf = get_model("hf").create_from_arg_obj(hf_args, {"batch_size": 2, "device": "cpu"})

@@ -348,7 +348,7 @@ def lm_eval_tasks(world, tmp_path_factory):
     """The shipped task YAMLs loaded by lm-eval, over rows written as the data layer writes them."""
     from lm_eval.tasks import TaskManager
 
-    from harness.evaluate import materialize_tasks
+    from harness.evaluate.tasks import materialize_tasks
 
     tasks_dir = tmp_path_factory.mktemp("tasks")
     for task, rows in TASKS.items():

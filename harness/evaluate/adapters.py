@@ -39,8 +39,9 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import resolve_max_length
 
+from harness import runtime
 from harness.errors import UserError
-from harness.evaluate import safetensors_weights
+from harness.evaluate.weights import safetensors_weights
 from harness.models.tensors import pad_right
 
 
@@ -100,10 +101,6 @@ def next_token_score(logprobs: torch.Tensor, tokens: list[int], start: int) -> t
     return total, bool((predicting.argmax(-1) == targets).all())
 
 
-def _resolve_device(device: str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 class HarnessLM(TemplateLM):
     """What the harness's lm-eval models share: a model saved with `save_pretrained` and its
     tokenizer, text tokenized as the training text was, (context, continuation) scoring, and the
@@ -127,7 +124,7 @@ class HarnessLM(TemplateLM):
                  rolling_stride: int | None = None) -> None:
         super().__init__()
         safetensors_weights(pretrained)  # before anything reads the folder: no pickled weights
-        self._device = _resolve_device(device)
+        self._device = runtime.device(device)
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(pretrained)
         self.model = self.load(pretrained, getattr(torch, dtype))
         self.model.to(self._device).eval()

@@ -43,8 +43,8 @@ from pathlib import Path
 import yaml
 
 from harness.errors import UserError, did_you_mean
-from harness.evaluate import _quiet
 from harness.results import file_sha256, replace_dir, write_atomic, write_json
+from harness.runtime import quiet
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -126,7 +126,7 @@ def _stock_index() -> dict:
     """lm-eval's index of its own tasks, groups and tags (built once: it takes seconds)."""
     from lm_eval.tasks import TaskManager
 
-    with _quiet():
+    with quiet():
         return TaskManager(include_defaults=True).task_index
 
 
@@ -196,7 +196,7 @@ def _store_task(name: str, entry, out: Path, progress: Callable[[str], None]) ->
     staging = out / "data" / f".{name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    with _quiet():
+    with quiet():
         for split in splits:
             dataset[split].to_parquet(staging / f"{split}.parquet")
     replace_dir(staging, out / "data" / name)
@@ -222,7 +222,7 @@ def _fetch(name: str, config: dict):
     kwargs = {key: value for key, value in (config.get("dataset_kwargs") or {}).items()
               if key != "trust_remote_code"}  # gone from datasets 4; lm-eval drops it too
     try:
-        with _quiet():
+        with quiet():
             return datasets.load_dataset(config["dataset_path"], config.get("dataset_name"), **kwargs)
     except (OSError, ValueError) as error:  # ConnectionError, DatasetNotFoundError, unknown config
         raise UserError(f"cannot load dataset {_dataset_label(config)} ({error}); making a bundle "

@@ -23,10 +23,9 @@ window's context is [EOS], as for an empty context: the encoder reads [[EOS], <e
 from __future__ import annotations
 
 import torch
-import transformers
 from lm_eval.api.registry import register_model
 
-import harness.models.encdec  # noqa: F401  registers the family with transformers' Auto classes
+from harness.models.encdec import ModernEncoderDecoder
 from harness.evaluate.adapters import HarnessLM, sliding_windows
 from harness.models.tensors import pad_right
 
@@ -59,7 +58,7 @@ class EncoderDecoderLM(HarnessLM):
         self.sentinel_id = self.token_id(sentinel, "sentinel token")
 
     def load(self, pretrained: str, dtype: torch.dtype):
-        return transformers.AutoModelForSeq2SeqLM.from_pretrained(pretrained, dtype=dtype)
+        return ModernEncoderDecoder.from_pretrained(pretrained, dtype=dtype)
 
     def rolling_windows(self, tokens: list[int]) -> list[tuple[list[int], list[int]]]:
         """Windows of `rolling_stride` scored tokens after (up to) the max_length - 2 tokens before

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import pandas as pd
 import yaml
 
 from harness.errors import UserError
-from harness.evaluate import HELDOUT_TASK as HELDOUT  # the entry of held-out text: bits/byte, perplexities
+from harness.evaluate.tasks import HELDOUT_TASK as HELDOUT  # the entry of held-out text: bits/byte, perplexities
 from harness.jobs import RunPlan
 from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml
 

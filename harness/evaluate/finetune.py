@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import math
 import statistics
 import time
@@ -52,8 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness import runtime
 from harness.errors import UserError, did_you_mean
-from harness.evaluate import safetensors_weights
+from harness.evaluate.weights import safetensors_weights
 from harness.models.tensors import pad_right
 from harness.results import write_json
 from harness.suite import FinetuneConfig
@@ -247,32 +249,17 @@ def _load_backbone(model_dir: Path, architecture: str) -> nn.Module:
     import transformers
 
     safetensors_weights(model_dir)  # nothing pickled is loaded
-    with _quiet_loading():
+    # Loading a base model from a checkpoint with heads reports the heads' weights as unused,
+    # which is the intent here: errors only, while loading.
+    with runtime.quiet(logging.ERROR, loggers=("transformers",)):
         if architecture != "encoder-decoder":
             # The base model inside the saved head class: ModernBertModel or ModernBertDecoderModel.
             return transformers.AutoModel.from_pretrained(model_dir, dtype=torch.float32)
-        import harness.models.encdec  # noqa: F401  registers the family with the Auto classes
-        model = transformers.AutoModelForSeq2SeqLM.from_pretrained(model_dir, dtype=torch.float32)
+        # Imported here, as transformers is: the preflight (check_finetune_tasks) needs neither.
+        from harness.models.encdec import ModernEncoderDecoder
+        model = ModernEncoderDecoder.from_pretrained(model_dir, dtype=torch.float32)
     del model.decoder, model.head, model.lm_head  # classification reads the encoder alone (`encode`)
     return model
-
-
-@contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """Loading a base model from a checkpoint with heads reports the heads' weights as unused,
-    which is the intent here: errors only, while loading."""
-    import transformers
-
-    level = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        transformers.logging.set_verbosity(level)
-        if bars:
-            transformers.utils.logging.enable_progress_bar()
 
 
 # ---------------------------------------------------------------- metrics
@@ -345,7 +332,7 @@ def finetune_model(model_dir: Path, architecture: str, task: str, cfg: FinetuneC
     data = {"train": (encode_rows(tokenizer, spec, train, length), [int(r["label"]) for r in train]),
             "eval": (encode_rows(tokenizer, spec, test, length), [int(r["label"]) for r in test])}
     per_epoch, steps = resolve_steps(len(train), cfg)
-    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    target = runtime.device(device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     runs = []
     for seed in cfg.seeds:
