@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError
 from harness.data.entry import PreparedData
 from harness.errors import UserError
 from harness.results import read_yaml
-from harness.suite import EvalConfig, ResourcesConfig, Strict, TrainConfig
+from harness.schema import EvalConfig, ResourcesConfig, Strict, TrainConfig
 
 
 class RunPlan(Strict):

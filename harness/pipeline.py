@@ -22,7 +22,7 @@ from harness.evaluate.weights import safetensors_weights
 from harness.train.checkpoint import check_resumable
 from harness.lock import SuiteLock
 from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml, write_json, write_yaml
-from harness.suite import Suite
+from harness.schema import Suite
 from objectives import registry
 
 

@@ -23,7 +23,7 @@ from harness.errors import UserError
 from harness.models.families import model_factory, parameter_count
 from harness.models.sizes import SIZES
 from harness.results import file_sha256
-from harness.suite import EvalConfig, Suite
+from harness.schema import EvalConfig, Suite
 from objectives import registry
 from objectives.base import Vocab
 

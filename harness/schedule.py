@@ -37,7 +37,7 @@ import harness
 import objectives
 from harness.errors import UserError
 from harness.jobs import TrainJob
-from harness.suite import ResourcesConfig
+from harness.schema import ResourcesConfig
 from harness.progress import Progress, duration
 from harness.results import RunDir, read_yaml, write_atomic
 from harness.units import RunWork, Unit

@@ -22,7 +22,7 @@ from harness.pipeline import _pending
 from harness.plan import plan_suite
 from harness.progress import Progress
 from harness.results import RunDir
-from harness.suite import Suite
+from harness.schema import Suite
 
 MODEL_STATES = "mp_rank_00_model_states.pt"
 PARTITION = "zero_pp_rank_0_mp_rank_00_optim_states.pt"

@@ -35,7 +35,7 @@ from harness.evaluate.run import evaluate_entry
 from harness.evaluate.tasks import HELDOUT_TASK
 from harness.evaluate.weights import model_sha256, safetensors_weights
 from harness.jobs import RunPlan
-from harness.suite import EvalConfig, FinetuneConfig, ResourcesConfig, TrainConfig
+from harness.schema import EvalConfig, FinetuneConfig, ResourcesConfig, TrainConfig
 from tiny_lm import tiny_config, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -37,7 +37,8 @@ from harness.plan import plan_suite
 from harness.progress import Progress
 from harness.report import write_report
 from harness.results import read_yaml
-from harness.suite import Suite, load_suite
+from harness.schema import Suite
+from harness.suite import load_suite
 from harness.units import FinetuneUnit, RunWork
 from test_report import markdown_table, row
 

@@ -24,7 +24,7 @@ from harness.evaluate.finetune import (FINETUNE_TASKS, baselines, build_classifi
                                        pool)
 from harness.models.families import build_model, model_factory
 from harness.models.sizes import SIZES
-from harness.suite import FinetuneConfig
+from harness.schema import FinetuneConfig
 from harness.synthetic import WorldConfig
 from objectives import registry
 from objectives.base import Vocab

@@ -18,7 +18,7 @@ from harness.errors import UserError
 from harness.jobs import RunPlan
 from harness.report import write_report
 from harness.results import read_yaml, write_json, write_yaml
-from harness.suite import EvalConfig, ResourcesConfig, TrainConfig
+from harness.schema import EvalConfig, ResourcesConfig, TrainConfig
 from objectives import registry
 
 CHANCE = {"synthetic_hellaswag": 0.25, "synthetic_mmlu": 0.25, "synthetic_glue": 0.5,

@@ -7,7 +7,7 @@ import io
 
 from harness.pipeline import _note_superseded, prepare_and_plan
 from harness.progress import Progress
-from harness.suite import Suite
+from harness.schema import Suite
 
 BASE = {"name": "identity", "sizes": ["tiny"], "seeds": [0], "budget": {"tokens": 2e4, "min_steps": 5},
         "data": {"synthetic": {"entities": 8, "documents": 200, "seed": 5}, "seq_len": 32},

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from harness.plan import plan_suite
-from harness.suite import Suite
+from harness.schema import Suite
 
 
 def _plan(tiny_data, results: Path, objective: str):

@@ -58,7 +58,7 @@ from harness.errors import UserError, did_you_mean
 from harness.evaluate.weights import safetensors_weights
 from harness.models.tensors import pad_right
 from harness.results import write_json
-from harness.suite import FinetuneConfig
+from harness.schema import FinetuneConfig
 
 GLUE_PATH = "nyu-mll/glue"
 WHERE = "eval.finetune.tasks"
