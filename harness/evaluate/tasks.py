@@ -26,7 +26,7 @@ from harness.evaluate.bundle import bundle_include, bundle_tasks
 from harness.results import write_atomic
 from harness.runtime import quiet
 
-TEMPLATES = Path(__file__).parent / "tasks"
+TEMPLATES = Path(__file__).parent / "templates"  # the shipped task YAMLs
 SHIPPED_TASKS = tuple(sorted(path.stem for path in TEMPLATES.glob("*.yaml")))
 HELDOUT_TASK = "harness_heldout"  # the validation documents, scored for bits per byte
 BUNDLE_HINT = ("offline, evaluate it from a bundle: make one where the network is with "
