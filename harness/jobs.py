@@ -19,21 +19,12 @@ from harness.results import read_yaml
 from harness.schema import EvalConfig, ResourcesConfig, Strict, TrainConfig
 
 
-class RunPlan(Strict):
-    """One run of a suite, resolved: what it trains, what it costs and how it is evaluated.
-
-    RUN/run.yaml is this record; the report and `harness eval` read it back through this type.
-    The components that do the work get only their part: `train_job()` for the training workers,
-    `eval_job()` for the units of evaluation."""
+class TrainJob(Strict):
+    """What every worker of a training run needs (harness.train), and nothing of evaluation."""
 
     run_id: str
-    suite: str
     objective: str
-    label: str           # the objective's name in the report (two configs of one objective differ)
     objective_config: dict[str, Any]
-    architecture: str
-    scoring: str
-    defines_likelihood: bool
     size: str
     seed: int
     steps: int
@@ -44,12 +35,10 @@ class RunPlan(Strict):
     params_trained: int  # everything optimized (with extra heads, a generator)
     seq_len: int
     block_length: int    # raw tokens per example (span corruption reads more than seq_len)
-    scoring_args: dict[str, Any]
     run_dir: Path
     data: PreparedData = Field(repr=False)
     train: TrainConfig = Field(repr=False)
     resources: ResourcesConfig = Field(repr=False)
-    eval: EvalConfig = Field(repr=False)
 
     @property
     def total_flops(self) -> float:
@@ -58,6 +47,23 @@ class RunPlan(Strict):
     @property
     def total_tokens(self) -> int:
         return self.steps * self.tokens_per_step
+
+
+class RunPlan(TrainJob):
+    """One run of a suite, resolved: its training job, what it is called in the report, how its
+    model is scored and how it is evaluated.
+
+    RUN/run.yaml is this record; the report and `harness eval` read it back through this type.
+    The components that do the work get only their part: `train_job()` for the training workers,
+    `eval_job()` for the units of evaluation."""
+
+    suite: str
+    label: str           # the objective's name in the report (two configs of one objective differ)
+    architecture: str
+    scoring: str
+    defines_likelihood: bool
+    scoring_args: dict[str, Any]
+    eval: EvalConfig = Field(repr=False)
 
     def record(self) -> dict:
         """run.yaml's content: plain YAML types, paths as text."""
@@ -82,36 +88,6 @@ class RunPlan(Strict):
                        defines_likelihood=self.defines_likelihood, scoring_args=self.scoring_args,
                        seq_len=self.seq_len, tasks_dir=self.data.tasks_dir, eval=self.eval,
                        use_gpu=self.resources.use_gpu)
-
-
-class TrainJob(Strict):
-    """What every worker of a training run needs (harness.train), and nothing of evaluation."""
-
-    run_id: str
-    objective: str
-    objective_config: dict[str, Any]
-    size: str
-    seed: int
-    steps: int
-    warmup_steps: int
-    flops_per_step: float
-    tokens_per_step: int
-    params: int
-    params_trained: int
-    seq_len: int
-    block_length: int
-    run_dir: Path
-    data: PreparedData
-    train: TrainConfig
-    resources: ResourcesConfig
-
-    @property
-    def total_flops(self) -> float:
-        return self.steps * self.flops_per_step
-
-    @property
-    def total_tokens(self) -> int:
-        return self.steps * self.tokens_per_step
 
 
 class EvalJob(Strict):
