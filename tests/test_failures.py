@@ -108,6 +108,72 @@ def test_embedded_start_that_times_out_is_cleaned_up_and_retried_with_longer_wai
     assert ray_started["wait_after"] == "0"  # the user's setting is back after the retry
 
 
+# --- joining a cluster that wants a token --------------------------------------------------------
+# Placed before the module's Ray runs training: joining a second cluster on this host after this
+# process's own cluster has run Ray Train jobs fails to connect here (the same at the commit
+# before the layered-house change), a host-level interaction left for the clusters issue.
+
+
+@pytest.fixture(scope="module")
+def token_cluster():
+    """`ray start --head` with token authentication, on its own ports and temp dir (short: Ray's
+    socket paths must fit in 107 bytes), in its own process group; killed by that group after."""
+    temp = Path(tempfile.mkdtemp(prefix="rayauth-", dir="/tmp"))
+    token, port = secrets.token_hex(32), _free_port()
+    ports = ["--port", str(port)] + [a for flag in ("node-manager", "object-manager", "ray-client-server",
+                                                    "dashboard-agent-listen", "dashboard-agent-grpc",
+                                                    "runtime-env-agent", "metrics-export")
+                                     for a in (f"--{flag}-port", str(_free_port()))]
+    head = subprocess.Popen(
+        [str(RAY), "start", "--head", "--block", "--num-cpus", "1", "--include-dashboard", "false",
+         "--disable-usage-stats", "--temp-dir", str(temp), *ports],
+        env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}, start_new_session=True,
+        stdout=(temp / "head.log").open("w"), stderr=subprocess.STDOUT)
+    try:
+        _wait_for_port(port, head)
+        yield {"address": f"127.0.0.1:{port}", "token": token}
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)  # its own session: only the processes it started
+        head.wait(timeout=30)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _wait_for_port(port: int, head: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        assert head.poll() is None, "ray start --head exited"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"ray start --head did not listen on {port}")
+
+
+def test_joining_a_token_cluster_without_the_token_says_what_to_set(token_cluster, cli_suite):
+    path, results = cli_suite
+    address = token_cluster["address"]
+    # Ray's own retry window, shortened so that the test is quick (about 20 s by default).
+    done = _harness("run", str(path), "--results", str(results), "--address", address,
+                    env={"RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN": None, "RAY_AUTH_TOKEN_PATH": None,
+                         "RAY_gcs_server_port_wait_time_s": "3"})
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: --address: the Ray cluster at {address} requires token authentication")
+    assert "RAY_AUTH_MODE is 'disabled'" in error
+    for advice in ("RAY_AUTH_MODE=token", "RAY_AUTH_TOKEN ", "RAY_AUTH_TOKEN_PATH", "ray get-auth-token"):
+        assert advice in error
+
+    # The advice works: with those variables set, the same join succeeds.
+    joined = subprocess.run(
+        [sys.executable, "-c", "import sys; from harness import schedule; "
+         f"schedule.join({address!r}, schedule.runtime_env(False)); print('joined')"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token_cluster["token"]})
+    assert joined.stdout.strip().endswith("joined"), joined.stderr[-2000:]
+
+
 # --- a failed run, in its directory and in the report ------------------------------------------
 
 
@@ -237,66 +303,3 @@ def test_harness_report_keeps_the_description_and_says_the_report_is_partial(all
 
     empty = _harness("report", str(tmp_path))
     assert empty.returncode == 2 and "no runs here" in empty.stderr and "Traceback" not in empty.stderr
-
-
-# --- joining a cluster with token authentication -----------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def token_cluster():
-    """`ray start --head` with token authentication, on its own ports and temp dir (short: Ray's
-    socket paths must fit in 107 bytes), in its own process group; killed by that group after."""
-    temp = Path(tempfile.mkdtemp(prefix="rayauth-", dir="/tmp"))
-    token, port = secrets.token_hex(32), _free_port()
-    ports = ["--port", str(port)] + [a for flag in ("node-manager", "object-manager", "ray-client-server",
-                                                    "dashboard-agent-listen", "dashboard-agent-grpc",
-                                                    "runtime-env-agent", "metrics-export")
-                                     for a in (f"--{flag}-port", str(_free_port()))]
-    head = subprocess.Popen(
-        [str(RAY), "start", "--head", "--block", "--num-cpus", "1", "--include-dashboard", "false",
-         "--disable-usage-stats", "--temp-dir", str(temp), *ports],
-        env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}, start_new_session=True,
-        stdout=(temp / "head.log").open("w"), stderr=subprocess.STDOUT)
-    try:
-        _wait_for_port(port, head)
-        yield {"address": f"127.0.0.1:{port}", "token": token}
-    finally:
-        os.killpg(head.pid, signal.SIGKILL)  # its own session: only the processes it started
-        head.wait(timeout=30)
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def _wait_for_port(port: int, head: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        assert head.poll() is None, "ray start --head exited"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"ray start --head did not listen on {port}")
-
-
-def test_joining_a_token_cluster_without_the_token_says_what_to_set(token_cluster, cli_suite):
-    path, results = cli_suite
-    address = token_cluster["address"]
-    # Ray's own retry window, shortened so that the test is quick (about 20 s by default).
-    done = _harness("run", str(path), "--results", str(results), "--address", address,
-                    env={"RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN": None, "RAY_AUTH_TOKEN_PATH": None,
-                         "RAY_gcs_server_port_wait_time_s": "3"})
-    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
-    error = done.stderr.strip().splitlines()[-1]
-    assert error.startswith(f"error: --address: the Ray cluster at {address} requires token authentication")
-    assert "RAY_AUTH_MODE is 'disabled'" in error
-    for advice in ("RAY_AUTH_MODE=token", "RAY_AUTH_TOKEN ", "RAY_AUTH_TOKEN_PATH", "ray get-auth-token"):
-        assert advice in error
-
-    # The advice works: with those variables set, the same join succeeds.
-    joined = subprocess.run(
-        [sys.executable, "-c", "import sys; from harness import schedule; "
-         f"schedule.join({address!r}, schedule.runtime_env(False)); print('joined')"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token_cluster["token"]})
-    assert joined.stdout.strip().endswith("joined"), joined.stderr[-2000:]
