@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,7 @@ from harness import synthetic
 from harness.aggregate import (AGGREGATES, Aggregate, bootstrap_ci, centered, chance_of, default_aggregate,
                                mean_ci, missing_tasks, resolve_aggregate, run_aggregate)
 from harness.errors import UserError
-
-TEMPLATES = Path(__file__).resolve().parents[1] / "harness" / "evaluate" / "tasks"
+from harness.evaluate.tasks import TEMPLATES
 
 
 def exact_bootstrap_percentiles(values: list[float], level: float = 0.95) -> tuple[float, float]:
