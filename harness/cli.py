@@ -134,7 +134,8 @@ def _cmd_validate(args) -> int:
 
 def _cmd_data_prepare(args) -> int:
     suite = _load(args)
-    from harness.data.prepare import data_card, prepare
+    from harness.data.entry import data_card
+    from harness.data.prepare import prepare
     from harness.pipeline import check_writable, special_tokens
     check_writable(args.out.resolve() if args.out else args.results.resolve(),
                    where="--out" if args.out else "--results")

@@ -9,7 +9,8 @@ from transformers import AutoTokenizer
 
 from harness.synthetic import TASK_SPLITS, TASKS
 from harness.data.config import FilesData, SyntheticData, TokenizerConfig
-from harness.data.prepare import BASE_SPECIAL_TOKENS, META, PreparedData, data_card, prepare, split_sizes
+from harness.data.entry import data_card
+from harness.data.prepare import BASE_SPECIAL_TOKENS, META, PreparedData, prepare, split_sizes
 from harness.data.sampler import BlockSampler
 from harness.data.sources.synthetic import CORPUS_SEED
 from harness.data.tokenizer import load_tokenizer

@@ -57,3 +57,15 @@ def entry_layout(root: Path) -> dict[str, Path]:
     """Where each file of an entry lives."""
     return {"root": root, "tokenizer_dir": root / "tokenizer", "train_tokens": root / "train.bin",
             "val_tokens": root / "val.bin", "tasks_dir": root / "tasks"}
+
+
+def data_card(prepared: PreparedData) -> dict:
+    """What the suite's data is, for the report: one flat mapping."""
+    p = prepared
+    return {"source": p.source, "tokenizer": p.tokenizer, "vocab_size": p.vocab_size,
+            "val_fraction": p.val_fraction,
+            "train_documents": p.n_train_documents, "train_tokens": p.n_train_tokens,
+            "train_bytes": p.n_train_bytes,
+            "val_documents": p.n_val_documents, "val_tokens": p.n_val_tokens, "val_bytes": p.n_val_bytes,
+            "bytes_per_token": round(p.n_val_bytes / max(p.n_val_tokens, 1), 4),
+            "heldout_documents": p.n_heldout_documents, "entropy_bits_per_byte": p.entropy_bits_per_byte}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness import synthetic
 from harness.data.config import DataConfig, MirrorData, TokenizerConfig
-from harness.data.entry import PreparedData, entry_layout
+from harness.data.entry import PreparedData, data_card, entry_layout
 from harness.data.sources.common import TEXT, read_documents
 from harness.data.sources.synthetic import LOGPROB
 from harness.data.tokenizer import build_tokenizer, sentence_end_ids, tokenizer_name
@@ -204,18 +204,6 @@ def open_prepared(directory: Path, specials: Sequence[str]) -> PreparedData:
 
 
 # ---------------------------------------------------------------- data card
-
-
-def data_card(prepared: PreparedData) -> dict:
-    """What the suite's data is, for the report: one flat mapping."""
-    p = prepared
-    return {"source": p.source, "tokenizer": p.tokenizer, "vocab_size": p.vocab_size,
-            "val_fraction": p.val_fraction,
-            "train_documents": p.n_train_documents, "train_tokens": p.n_train_tokens,
-            "train_bytes": p.n_train_bytes,
-            "val_documents": p.n_val_documents, "val_tokens": p.n_val_tokens, "val_bytes": p.n_val_bytes,
-            "bytes_per_token": round(p.n_val_bytes / max(p.n_val_tokens, 1), 4),
-            "heldout_documents": p.n_heldout_documents, "entropy_bits_per_byte": p.entropy_bits_per_byte}
 
 
 def _entropy_floor(world: World, heldout) -> float | None:

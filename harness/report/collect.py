@@ -8,7 +8,7 @@
     <suite>/<run>/FAILED          the failures of the latest attempt (harness.schedule)
     <suite>/<run>/DONE            the run is done: trained and every unit evaluated
 
-Every run.yaml is read through its type, harness.plan.RunPlan (`run_records`: the suite's runs,
+Every run.yaml is read through its type, harness.jobs.RunPlan (`run_records`: the suite's runs,
 each a RunRecord of its folder and its plan); one that is not a run record is a UserError naming
 it. `collect` returns `SuiteResults`; `planned_runs` gives one row per run.yaml with its state in
 words ("not started", "training unfinished at step 45 of 100; ...", "trained; evaluation
@@ -26,6 +26,7 @@ import yaml
 
 from harness.errors import UserError
 from harness.evaluate.tasks import HELDOUT_TASK as HELDOUT  # the entry of held-out text: bits/byte, perplexities
+from harness.data.entry import data_card
 from harness.jobs import RunPlan
 from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml
 
@@ -47,6 +48,7 @@ class SuiteResults:
     finetune: pd.DataFrame   # one row per run x fine-tuning task x metric (FINETUNE_COLUMNS)
     declared: list[tuple[str | dict, Path]]  # (eval.aggregate, run.yaml) of the runs that declare one
     planned: pd.DataFrame    # one row per run.yaml, finished or not (PLANNED_COLUMNS)
+    card: dict | None        # the data card of the data every run shares (None without runs)
 
 
 def recorded_description(suite_dir: Path) -> str:
@@ -100,7 +102,8 @@ def collect(suite_dir: Path) -> SuiteResults:
     # A task reached through two entries (sst2 alone and in the glue tag) counts once per run.
     zero_shot = pd.DataFrame(zero_shot, columns=ZERO_SHOT_COLUMNS).drop_duplicates(["run_id", "task", "metric"])
     return SuiteResults(runs, _numeric(zero_shot), _numeric(pd.DataFrame(finetune, columns=FINETUNE_COLUMNS)),
-                        declared, planned_table(records, Path(suite_dir)))
+                        declared, planned_table(records, Path(suite_dir)),
+                        data_card(records[0].plan.data) if records else None)
 
 
 def _run_row(train: dict, identity: dict, scores: list[dict]) -> dict:
@@ -142,15 +145,6 @@ def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
         if col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return frame
-
-
-def suite_data_card(suite_dir: Path) -> dict | None:
-    """The data card of the suite's data, read from any run's plan (every run shares the data)."""
-    # Imported here: harness.data imports transformers and tokenizers, which importing the report
-    # never needs.
-    from harness.data.prepare import data_card
-    records = run_records(suite_dir)
-    return data_card(records[0].plan.data) if records else None
 
 
 # --- planned runs: which are not done, and why -------------------------------------------------

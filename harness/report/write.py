@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.aggregate import Aggregate
-from harness.report.collect import GROUP, SuiteResults, absent_groups, collect, recorded_description, suite_data_card
+from harness.report.collect import GROUP, SuiteResults, absent_groups, collect, recorded_description
 from harness.report.sections.aggregate import aggregate_table
 from harness.report.sections.data_card import data_table
 from harness.report.sections.finetune import finetune_table
@@ -35,17 +35,16 @@ def write_report(suite_dir: Path, title: str, description: str | None = None) ->
         summary = summarize(wide(results, per_run, aggregate))
     csv_path, md_path = suite_dir / "summary.csv", suite_dir / "report.md"
     write_atomic(csv_path, summary.to_csv(index=False))
-    write_atomic(md_path, render_markdown(title, description, results, summary, aggregate, per_run,
-                                          suite_data_card(suite_dir)))
+    write_atomic(md_path, render_markdown(title, description, results, summary, aggregate, per_run))
     return csv_path, md_path
 
 
 def render_markdown(title: str, description: str, results: SuiteResults, summary: pd.DataFrame,
-                    aggregate: Aggregate | None, per_run: pd.DataFrame | None, card: dict | None) -> str:
+                    aggregate: Aggregate | None, per_run: pd.DataFrame | None) -> str:
     """report.md, its sections top to bottom; a section with nothing to show is left out."""
     absent = absent_groups(results.planned)
     parts = [f"# {title}", description.strip(), partial_notice(results.planned),
-             unfinished_table(results.planned), failed_table(results.planned), data_table(card),
+             unfinished_table(results.planned), failed_table(results.planned), data_table(results.card),
              training_table(summary, results.planned), zero_shot_table(results.zero_shot, absent),
              finetune_table(results.finetune, absent), aggregate_table(per_run, aggregate, absent),
              reading_notes(), runs_table(results.runs)]

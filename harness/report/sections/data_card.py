@@ -1,7 +1,7 @@
 """Data: the suite's source, tokenizer and splits, and (synthetic world) the entropy floor.
 
-The card is harness.data.data_card of the data every run of the suite shares
-(harness.report.collect.suite_data_card).
+The card is harness.data.entry.data_card of the data every run of the suite shares
+(SuiteResults.card, from harness.report.collect).
 """
 
 from __future__ import annotations
