@@ -28,12 +28,16 @@ from objectives import registry
 from objectives.base import Vocab
 
 
+# Settings of how a run is watched, not of what it computes: kept out of its identity.
+NOT_IDENTITY = {"step_timeout_s"}
+
+
 def run_id(suite: Suite, objective, size: str, seed: int, data: PreparedData) -> str:
     identity = {
         "objective": objective.name, "objective_config": objective.config, "size": size,
         "model": SIZES[size].model_dump(), "seed": seed, "data": suite.data.identity(),
         "tokenizer": tokenizer_sha256(data.tokenizer_dir), "special_tokens": data.special_tokens,
-        "budget": suite.budget.model_dump(), "train": suite.train.model_dump(),
+        "budget": suite.budget.model_dump(), "train": suite.train.model_dump(exclude=NOT_IDENTITY),
         "workers": suite.resources.workers_per_run,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]

@@ -42,6 +42,7 @@ from harness.progress import Progress, duration
 from harness.results import RunDir, read_yaml, write_atomic
 from harness.units import RunWork, Unit
 
+COLLECTIVE_TIMEOUT_FACTOR = 2  # x train.step_timeout_s
 TAIL_LINES = 30  # of an error's text, kept in RUN/FAILED (the whole output is in RUN/logs/)
 
 
@@ -187,10 +188,14 @@ def _fit(job: TrainJob) -> None:
     trainer = TorchTrainer(
         _train_logged, train_loop_config=job.model_dump(mode="json"),
         scaling_config=ScalingConfig(num_workers=res.workers_per_run, use_gpu=res.use_gpu,
-                                     resources_per_worker={"CPU": res.cpus_per_worker}),
-        torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
+                                     resources_per_worker={"CPU": res.cpus_per_worker},
+                                     placement_strategy=res.placement),
+        # A collective that waits longer than this raises in every waiting rank (gloo's default
+        # is 30 minutes): a backstop behind the scheduler's watchdog on step progress.
+        torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo",
+                                 timeout_s=int(COLLECTIVE_TIMEOUT_FACTOR * job.train.step_timeout_s)),
         run_config=RunConfig(name=job.run_id, storage_path=str(Path(job.run_dir).parent / "_ray"),
-                             failure_config=FailureConfig(max_failures=0)))
+                             failure_config=FailureConfig(max_failures=res.max_failures)))
     trainer.fit()
 
 
@@ -400,8 +405,10 @@ def _utc_now() -> str:
 
 
 def _unit_resources(unit: Unit) -> dict:
-    """Each evaluation or fine-tuning task: eval.cpus CPUs, and one GPU where runs train on GPUs."""
-    return {"num_cpus": unit.job.eval.cpus, "num_gpus": 1 if unit.job.use_gpu else 0}
+    """Each evaluation or fine-tuning task: eval.cpus CPUs, and eval.gpus GPUs (default: one where
+    runs train on GPUs)."""
+    gpus = unit.job.eval.gpus
+    return {"num_cpus": unit.job.eval.cpus, "num_gpus": (1 if unit.job.use_gpu else 0) if gpus is None else gpus}
 
 
 def _slots(resources: ResourcesConfig | None) -> int:

@@ -75,12 +75,19 @@ class TrainConfig(Strict):
     eval_every: int = Field(100, gt=0, description="optimizer steps between validation losses")
     val_batches: int = Field(4, gt=0, description="validation micro-batches per worker")
     checkpoint_every: int = Field(100, gt=0, description="optimizer steps between checkpoints")
+    step_timeout_s: float = Field(600.0, gt=0, description="a run with no training step (or "
+                                  "validation, or checkpoint) finished for this long is stopped and "
+                                  "failed as hung; not part of the run's identity")
 
 
 class ResourcesConfig(Strict):
     workers_per_run: int = Field(2, gt=0, description="DeepSpeed processes (Ray Train workers) per run")
     use_gpu: bool = Field(False, description="one GPU per worker; otherwise CPU processes with gloo")
     cpus_per_worker: int = Field(1, gt=0)
+    max_failures: int = Field(2, ge=0, description="times Ray Train restarts a run's workers after "
+                              "a lost worker or node; each restart resumes from the last checkpoint")
+    placement: Literal["PACK", "SPREAD"] = Field("PACK", description="a run's workers on as few "
+                                                 "nodes as possible (PACK) or across nodes (SPREAD)")
 
 
 class FinetuneConfig(Strict):
@@ -123,6 +130,8 @@ class EvalConfig(Strict):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig,
                                      description="the fine-tuning track (classification tasks)")
     cpus: int = Field(1, gt=0, description="CPUs of each evaluation or fine-tuning task")
+    gpus: float | None = Field(None, ge=0, description="GPUs of each evaluation or fine-tuning "
+                               "task (None: 1 where runs train on GPUs, else 0)")
 
     @model_validator(mode="after")
     def _known_aggregate(self):
