@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -101,8 +102,19 @@ def _suite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="default", help="a named profile of the suite (default: %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set train.lr=3e-4 (repeatable)")
-    p.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
-                   help="results root (default: %(default)s)")
+    p.add_argument("--results", type=results_root, default=Path("results"), metavar="DIR",
+                   help="results root, a folder every node sees on a cluster (default: %(default)s)")
+
+
+def results_root(text: str) -> Path:
+    """--results as a path. A URI (s3://, gs://, ...) is refused: training workers and evaluation
+    units write results with plain file I/O on whichever node they run."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a URI; give a folder path instead. The harness writes results with plain "
+            f"file I/O on every node, so on a cluster use a folder every node mounts at the same path "
+            f"(NFS, Lustre, or the bucket mounted with a FUSE filesystem such as s3fs or gcsfuse)")
+    return Path(text)
 
 
 def _load(args):

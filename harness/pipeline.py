@@ -77,9 +77,11 @@ def run_suite(suite: Suite, results_root: Path, address: str | None = None,
         work = _pending(plans, progress)
         outcome = None
         if work:
-            from harness import schedule  # ray is imported only when there is work for it
+            from harness import nodes, schedule  # ray is imported only when there is work for it
             schedule.connect(address, use_gpu=suite.resources.use_gpu)
             try:
+                if checked := nodes.check_shared_storage(results_root):  # before any run starts
+                    progress.event(f"results folder {results_root}: seen by all {checked} nodes")
                 outcome = schedule.execute(work, mark_done, progress)
             finally:
                 schedule.shutdown()

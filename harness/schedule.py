@@ -35,9 +35,9 @@ import yaml
 
 import harness
 import objectives
+from harness import nodes
 from harness.errors import UserError
 from harness.jobs import TrainJob
-from harness.schema import ResourcesConfig
 from harness.progress import Progress, duration
 from harness.results import RunDir, read_yaml, write_atomic
 from harness.units import RunWork, Unit
@@ -179,7 +179,7 @@ def shutdown() -> None:
     ray.shutdown()
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0)  # started on the driver's node (nodes.on_driver_node)
 def _fit(job: TrainJob) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -206,12 +206,13 @@ def _train_logged(config: dict) -> dict:
     from harness.train.worker import train_worker
 
     with output_to(RunDir(Path(config["run_dir"])).logs / f"worker-{get_context().get_world_rank()}.log"):
-        return train_worker(config)
+        return train_worker(config, node=nodes.this_node())
 
 
 @ray.remote
 def _unit(unit: Unit) -> dict:
     with output_to(unit.log_path):
+        nodes.limit_threads(unit.job.eval.cpus)  # the CPUs Ray reserved for it, no more
         return unit.run()
 
 
@@ -279,7 +280,7 @@ class Scheduler:
         self.broken: set[str] = set()
         self.in_flight: dict[ray.ObjectRef, InFlight] = {}
         self.on_done, self.progress, self.outcome = on_done, progress, Outcome()
-        self.slots = _slots(next((w.train.resources for w in work if w.train), None))
+        self.slots = nodes.slots(next((w.train.resources for w in work if w.train), None))
         for w in work:
             if w.train is None:
                 self.submit_units(w)
@@ -298,7 +299,7 @@ class Scheduler:
     def start_trainings(self) -> None:
         while self.trainings and sum(t.unit is None for t in self.in_flight.values()) < self.slots:
             work = self.trainings.popleft()
-            self.in_flight[_fit.remote(work.train)] = InFlight(work, None)
+            self.in_flight[_fit.options(**nodes.on_driver_node()).remote(work.train)] = InFlight(work, None)
             self.progress.event(f"train    {work.run_id} started")
 
     def submit_units(self, work: RunWork) -> None:
@@ -409,14 +410,3 @@ def _unit_resources(unit: Unit) -> dict:
     runs train on GPUs)."""
     gpus = unit.job.eval.gpus
     return {"num_cpus": unit.job.eval.cpus, "num_gpus": (1 if unit.job.use_gpu else 0) if gpus is None else gpus}
-
-
-def _slots(resources: ResourcesConfig | None) -> int:
-    """How many runs the cluster holds at once (at least one)."""
-    if resources is None:  # nothing to train
-        return 1
-    total = ray.cluster_resources()
-    if resources.use_gpu:
-        return max(1, int(total.get("GPU", 0)) // resources.workers_per_run)
-    need = resources.workers_per_run * resources.cpus_per_worker
-    return max(1, int(total.get("CPU", 0)) // need)

@@ -31,6 +31,7 @@ from harness.jobs import RunPlan
 from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml
 
 HELDOUT_METRICS = ("bits_per_byte", "byte_perplexity", "word_perplexity")
+RECORD_ONLY = ("workers",)  # train.json keys kept out of the tables: where each rank ran
 GROUP = ["objective", "size"]
 IDENTITY = ["run_id", "objective", "size", "seed", "scoring"]
 ZERO_SHOT_COLUMNS = [*IDENTITY, "entry", "task", "metric", "value", "stderr", "chance", "n", "num_fewshot"]
@@ -111,7 +112,7 @@ def _run_row(train: dict, identity: dict, scores: list[dict]) -> dict:
 
     Bits per byte come from the held-out evaluation only, never from the training loss."""
     heldout = {row["metric"]: row["value"] for row in scores if row["entry"] == HELDOUT}
-    train = {key: value for key, value in train.items() if key not in HELDOUT_METRICS}
+    train = {key: value for key, value in train.items() if key not in (*HELDOUT_METRICS, *RECORD_ONLY)}
     return train | identity | {metric: heldout.get(metric) for metric in HELDOUT_METRICS}
 
 

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -38,13 +39,15 @@ from objectives.base import check_batch
 VAL_SEED = 7_777  # validation masks are fixed across steps and runs
 
 
-def train_worker(config: dict) -> dict:
-    """Train the run described by `config` (a TrainJob, as plain data); return its summary on rank 0."""
+def train_worker(config: dict, node: dict | None = None) -> dict:
+    """Train the run described by `config` (a TrainJob, as plain data); return its summary on rank 0.
+    `node` says where this worker runs (Ray's node id and address), for train.json."""
     plan = TrainJob.model_validate(config)
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(plan.resources.cpus_per_worker)
     _ensure_process_group()
     rank, world = dist.get_rank(), dist.get_world_size()
+    workers = _where_workers_run(node, rank, world)
     run = RunDir(plan.run_dir)
     data = plan.data
     objective = _objective(plan)
@@ -66,7 +69,7 @@ def train_worker(config: dict) -> dict:
             log.write({"kind": "val", "step": step, **val})
         if step % plan.train.checkpoint_every == 0 and step < plan.steps:
             _checkpoint(engine, run, step, time.time() - started, rank)
-    return _finish(engine, objective, plan, run, data, val, time.time() - started, rank)
+    return _finish(engine, objective, plan, run, data, val, time.time() - started, rank, workers)
 
 
 # --- set-up ------------------------------------------------------------------------------------
@@ -81,6 +84,14 @@ def _ensure_process_group() -> None:
             os.environ.setdefault(name, "0")
         os.environ.setdefault("WORLD_SIZE", "1")
         dist.init_process_group("gloo", rank=0, world_size=1)
+
+
+def _where_workers_run(node: dict | None, rank: int, world: int) -> list[dict]:
+    """Every rank's node (Ray's node id and address) and host name, by rank: gathered by all."""
+    here = {"rank": rank, "node_id": None, "node_ip": None, **(node or {}), "host": socket.gethostname()}
+    workers = [None] * world
+    dist.all_gather_object(workers, here)
+    return workers
 
 
 def _objective(plan: TrainJob):
@@ -263,13 +274,14 @@ class MetricsLog:
 
 
 def _finish(engine, objective, plan: TrainJob, run: RunDir, data: PreparedData, val: dict, elapsed: float,
-            rank: int) -> dict:
-    """Save the model in Hugging Face format and the run's summary; rank 0 writes both."""
+            rank: int, workers: list[dict]) -> dict:
+    """Save the model in Hugging Face format and the run's summary (with where its workers ran,
+    `workers`, kept out of the report's tables); rank 0 writes both."""
     summary = {}
     with _gathered(engine, plan):
         if rank == 0:
             _save_model(objective.export_model(engine.module), run, data)
-            summary = _summary(plan, val, elapsed, data) | _engine_facts(engine)
+            summary = _summary(plan, val, elapsed, data) | _engine_facts(engine) | {"workers": workers}
             write_json(run.train_json, summary)
             shutil.rmtree(run.checkpoints, ignore_errors=True)
     dist.barrier()

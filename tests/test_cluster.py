@@ -1,0 +1,188 @@
+"""Several nodes: a real Ray cluster on loopback (tests/ray_cluster.py), joined by `harness run
+--address` in a subprocess.
+
+The cluster (one for the module): a head with no CPU, where the driver and every run's Ray Train
+controller live, and two worker nodes of one CPU each, so that a one-worker run fills a node.
+Node "b" runs in a mount namespace of its own, where an empty folder hides the folder `hidden`.
+
+1. A suite whose results folder is under `hidden` stops before any run starts (exit 2), naming
+   node b and the path; the same cluster then runs a suite with its results elsewhere:
+2. two runs, trained at once, land on different nodes (train.json records each rank's node);
+3. last (the cluster loses a node): the node of a training run is killed after the run's first
+   checkpoint; Ray Train restarts the run's worker on the other node, from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+from ray_cluster import RayCluster
+
+SUITE = {
+    "name": "nodes", "objectives": ["clm", "mlm"], "sizes": ["tiny"], "seeds": [0],
+    "data": {"synthetic": {"entities": 12, "documents": 600, "seed": 3}, "seq_len": 32,
+             "val_fraction": 0.1, "eval_examples": 40},
+    "budget": {"tokens": 20 * 8 * 32, "min_steps": 10},
+    "train": {"micro_batch_size": 8, "log_every": 5, "eval_every": 20, "checkpoint_every": 10, "val_batches": 2},
+    "resources": {"workers_per_run": 1, "cpus_per_worker": 1},
+    "eval": {"tasks": ["synthetic_glue"], "limit": 20, "bits_per_byte": False, "finetune": {"tasks": []}},
+}
+# One run, long enough to lose its node mid-training, and little to evaluate.
+PREEMPTED = {**SUITE, "name": "preempted", "objectives": ["clm"], "budget": {"tokens": 300 * 8 * 32, "min_steps": 10},
+             "eval": {"tasks": ["synthetic_sst2"], "limit": 10, "bits_per_byte": False, "finetune": {"tasks": []}}}
+
+
+def _hide(folder: Path, empty: Path) -> list[str]:
+    """A command line that runs the rest of its arguments in a private mount namespace where
+    `folder` shows the (empty) folder `empty`: that node cannot see what is in `folder`."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" "$1" && shift && exec "$@"', str(empty), str(folder)]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    hidden, empty = tmp_path_factory.mktemp("hidden"), tmp_path_factory.mktemp("empty")
+    ray = RayCluster()
+    try:
+        started = time.time()
+        ray.start_head(num_cpus=0)
+        ray.add_node(num_cpus=1, name="a")
+        ray.add_node(num_cpus=1, name="b", wrap=_hide(hidden, empty))
+        ids = {node.name: ray.node_ids()[node.node_manager_port] for node in ray.nodes}
+        print(f"\ncluster of 3 nodes started in {time.time() - started:.1f} s: {ids}")
+        yield ray, ids, hidden
+    finally:
+        ray.stop()
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """The results root the module's suites share (their prepared data, too)."""
+    return tmp_path_factory.mktemp("results")
+
+
+def _suite_file(folder: Path, suite: dict) -> Path:
+    path = folder / f"{suite['name']}.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def _run(cluster: RayCluster, suite: Path, results: Path, **popen) -> subprocess.CompletedProcess | subprocess.Popen:
+    """`harness run SUITE --address ... --results ...` in a subprocess with the cluster's token;
+    with `popen` arguments, started and returned at once."""
+    command = [sys.executable, "-m", "harness.cli", "run", str(suite), "--address", cluster.address,
+               "--results", str(results)]
+    env = {k: v for k, v in {**os.environ, "PYTHONPATH": str(REPO), **cluster.env}.items() if v is not None}
+    if popen:
+        return subprocess.Popen(command, cwd=REPO, env=env, text=True, **popen)
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_a_node_that_cannot_see_the_results_folder_stops_the_suite_naming_it(cluster, tmp_path):
+    ray, ids, hidden = cluster
+    results = hidden / "results"
+    started = time.time()
+    done = _run(ray, _suite_file(tmp_path, SUITE), results)
+    print(f"\nrefused in {time.time() - started:.1f} s")
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: --results: the results folder is not shared with every node of the cluster: "
+                            f"node {ids['b']} ("), error
+    assert f") cannot see {results}/.storage-check-" in error and "every node mounts" in error
+    blind = error.split(", a file written there by the driver (on node ")[0]
+    assert ids["a"] not in blind and ids["head"] not in blind and f"(on node {ids['head']})" in error
+    assert not list(results.glob(".storage-check-*"))  # the token file is removed
+    runs = [p for p in (results / "nodes").iterdir() if p.is_dir()]
+    assert len(runs) == 2 and all(sorted(p.name for p in run.iterdir()) == ["run.yaml"] for run in runs)
+
+
+@pytest.fixture(scope="module")
+def two_runs(cluster, results, tmp_path_factory):
+    ray, _, _ = cluster
+    started = time.time()
+    done = _run(ray, _suite_file(tmp_path_factory.mktemp("suite"), SUITE), results)
+    print(f"\ntwo-run suite finished in {time.time() - started:.1f} s")
+    return done, results / "nodes"
+
+
+def test_the_runs_of_a_suite_land_on_different_nodes_and_say_where(cluster, two_runs):
+    _, ids, _ = cluster
+    done, suite_dir = two_runs
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"results folder {suite_dir.parent}: seen by all 3 nodes" in done.stdout
+    trained = [json.loads(path.read_text()) for path in sorted(suite_dir.glob("*/train.json"))]
+    assert [t["objective"] for t in trained] == ["clm", "mlm"]
+    workers = [t["workers"] for t in trained]
+    assert all(len(w) == 1 and w[0]["rank"] == 0 and w[0]["node_ip"] and w[0]["host"] for w in workers)
+    assert {w[0]["node_id"] for w in workers} == {ids["a"], ids["b"]}  # one run on each worker node
+    assert all((suite_dir / t["run_id"] / "DONE").exists() for t in trained)
+    summary = pd.read_csv(suite_dir / "summary.csv")
+    assert len(summary) == 2 and not [c for c in summary.columns if "workers" in c or "node" in c]
+
+
+# --- last: the cluster loses a node --------------------------------------------------------------
+
+
+def test_a_run_whose_node_is_lost_resumes_on_the_other_node(cluster, results, tmp_path):
+    ray, ids, _ = cluster
+    run = _run(ray, _suite_file(tmp_path, PREEMPTED), results, stdout=(tmp_path / "out").open("w"),
+               stderr=subprocess.STDOUT)
+    try:
+        run_dir = _wait_for_checkpoint(results / "preempted", run)
+        lost = _node_of_worker(ray, run_dir / "logs" / "worker-0.log")
+        killed = time.time()
+        ray.kill(lost)
+        run.wait(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    out = (tmp_path / "out").read_text()
+    assert run.returncode == 0, out[-4000:]
+    survivor = ids["a" if lost.name == "b" else "b"]
+    train = json.loads((run_dir / "train.json").read_text())
+    assert [w["node_id"] for w in train["workers"]] == [survivor]
+    log = (run_dir / "logs" / "worker-0.log").read_text()
+    starts = _starts(log)
+    assert len(starts) == 2  # the first worker, then the one Ray Train started on the other node
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(5, train["steps"] + 1, 5))
+    print(f"\nnode {lost.name} killed; the run's worker restarted {starts[1] - killed:.1f} s later "
+          f"on node {'a' if lost.name == 'b' else 'b'}; the suite ended {time.time() - killed:.1f} s after the kill")
+
+
+def _wait_for_checkpoint(suite_dir: Path, run: subprocess.Popen, timeout_s: float = 300) -> Path:
+    """The run folder, once its first checkpoint is sealed (DeepSpeed's `latest` written)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        assert run.poll() is None, "harness run ended before the run's first checkpoint"
+        found = list(suite_dir.glob("*/checkpoints/latest"))
+        if found:
+            return found[0].parent.parent
+        time.sleep(0.2)
+    raise TimeoutError("no checkpoint")
+
+
+def _node_of_worker(ray: RayCluster, log: Path):
+    """The node whose process group holds the worker that wrote `log` (its first line names its
+    process: harness.schedule.output_to)."""
+    pid = int(re.search(r"process (\d+) ---", log.read_text()).group(1))
+    session = os.getsid(pid)
+    return next(node for node in ray.nodes if node.process.pid == session)
+
+
+def _starts(log: str) -> list[float]:
+    """When each worker process began writing the log (its header lines)."""
+    from datetime import datetime
+    return [datetime.fromisoformat(when).timestamp() for when in re.findall(r"^--- (\S+), process \d+ ---$", log, re.M)]
