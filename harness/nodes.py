@@ -90,14 +90,19 @@ def _read_back(path: str) -> str | None:
 
 
 def slots(resources: ResourcesConfig | None) -> int:
-    """How many runs the cluster holds at once (at least one): each alive node holds as many
-    workers as its CPUs (and GPUs, for GPU runs) allow, and a run needs workers_per_run of them.
-    Counting the cluster's total instead would promise a 2-CPU worker on two 1-CPU nodes."""
+    """How many runs the cluster holds at once (at least one)."""
     if resources is None:  # nothing to train
         return 1
+    return runs_that_fit([node.get("Resources", {}) for node in alive_nodes()], resources)
+
+
+def runs_that_fit(nodes: list[dict], resources: ResourcesConfig) -> int:
+    """How many runs fit on nodes holding these resources ({"CPU": 4, "GPU": 1, ...} each), at
+    least one: each node holds as many workers as its CPUs (and GPUs, for GPU runs) allow, and a
+    run needs workers_per_run of them. Counting the cluster's total CPUs instead would promise a
+    2-CPU worker on two 1-CPU nodes."""
     workers = 0
-    for node in alive_nodes():
-        held = node.get("Resources", {})
+    for held in nodes:
         fits = int(held.get("CPU", 0) // resources.cpus_per_worker)
         if resources.use_gpu:
             fits = min(fits, int(held.get("GPU", 0)))

@@ -177,7 +177,8 @@ class RayCluster:
         """Every node, worker nodes first, by process group; then the temp dir."""
         for node in reversed(self.nodes):
             _kill_group(node.process)
-        shutil.rmtree(self.temp, ignore_errors=True)
+        if not os.environ.get("KEEP_RAY_LOGS"):  # set it to read the nodes' logs after a test
+            shutil.rmtree(self.temp, ignore_errors=True)
 
 
 def _kill_group(process: subprocess.Popen) -> None:

@@ -27,6 +27,9 @@ import pytest
 import yaml
 
 from conftest import REPO
+from harness import cli
+from harness.nodes import runs_that_fit
+from harness.schema import ResourcesConfig
 from ray_cluster import RayCluster
 
 SUITE = {
@@ -36,11 +39,37 @@ SUITE = {
     "budget": {"tokens": 20 * 8 * 32, "min_steps": 10},
     "train": {"micro_batch_size": 8, "log_every": 5, "eval_every": 20, "checkpoint_every": 10, "val_batches": 2},
     "resources": {"workers_per_run": 1, "cpus_per_worker": 1},
-    "eval": {"tasks": ["synthetic_glue"], "limit": 20, "bits_per_byte": False, "finetune": {"tasks": []}},
+    "eval": {"tasks": ["synthetic_sst2"], "limit": 10, "bits_per_byte": False, "finetune": {"tasks": []}},
 }
-# One run, long enough to lose its node mid-training, and little to evaluate.
-PREEMPTED = {**SUITE, "name": "preempted", "objectives": ["clm"], "budget": {"tokens": 300 * 8 * 32, "min_steps": 10},
-             "eval": {"tasks": ["synthetic_sst2"], "limit": 10, "bits_per_byte": False, "finetune": {"tasks": []}}}
+# One run, long enough to lose its node mid-training.
+PREEMPTED = {**SUITE, "name": "preempted", "objectives": ["clm"], "budget": {"tokens": 300 * 8 * 32, "min_steps": 10}}
+
+
+# --- without a cluster ----------------------------------------------------------------------------
+
+
+def test_a_results_uri_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["run", str(REPO / "suites" / "clm_vs_mlm.yaml"), "--results", "s3://bucket/results"])
+    assert exit.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("harness run: error: argument --results: 's3://bucket/results' is a URI; give a folder path")
+    assert "every node mounts" in error and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("nodes, per_run, expected", [
+    ([{"CPU": 0}, {"CPU": 1}, {"CPU": 1}], {"workers_per_run": 1}, 2),           # the module's cluster
+    ([{"CPU": 3}, {"CPU": 1}], {"workers_per_run": 1, "cpus_per_worker": 2}, 1),  # 4 CPUs, one 2-CPU worker fits
+    ([{"CPU": 4}, {"CPU": 2}, {"CPU": 1}], {"workers_per_run": 2, "cpus_per_worker": 2}, 1),
+    ([{"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 2}], {"workers_per_run": 1, "use_gpu": True, "cpus_per_worker": 4}, 3),
+    ([{"CPU": 1}], {"workers_per_run": 2}, 1),                                     # never none: it waits instead
+])
+def test_runs_are_counted_node_by_node(nodes, per_run, expected):
+    assert runs_that_fit(nodes, ResourcesConfig.model_validate(per_run)) == expected
+
+
+# --- the cluster -----------------------------------------------------------------------------------
 
 
 def _hide(folder: Path, empty: Path) -> list[str]:
@@ -142,6 +171,7 @@ def test_a_run_whose_node_is_lost_resumes_on_the_other_node(cluster, results, tm
     try:
         run_dir = _wait_for_checkpoint(results / "preempted", run)
         lost = _node_of_worker(ray, run_dir / "logs" / "worker-0.log")
+        at_step = (run_dir / "checkpoints" / "latest").read_text().strip()
         killed = time.time()
         ray.kill(lost)
         run.wait(timeout=600)
@@ -158,8 +188,25 @@ def test_a_run_whose_node_is_lost_resumes_on_the_other_node(cluster, results, tm
     assert len(starts) == 2  # the first worker, then the one Ray Train started on the other node
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(5, train["steps"] + 1, 5))
-    print(f"\nnode {lost.name} killed; the run's worker restarted {starts[1] - killed:.1f} s later "
-          f"on node {'a' if lost.name == 'b' else 'b'}; the suite ended {time.time() - killed:.1f} s after the kill")
+    seen = {what: f"{when - killed:.1f} s" for what, when in _ray_saw(ray).items()}
+    print(f"\nnode {lost.name} killed (checkpoint {at_step} written); then {seen}; the run's worker restarted "
+          f"{starts[1] - killed:.1f} s later on the other node; the suite ended {time.time() - killed:.1f} s after the kill")
+
+
+def _ray_saw(ray: RayCluster) -> dict[str, float]:
+    """When (epoch seconds) Ray Train decided to restart the worker group, and when the GCS marked
+    the node dead, from the head node's logs (for the figures the test prints; {} if not found)."""
+    from datetime import datetime
+    logs, found = ray.temp / "ray" / "session_latest" / "logs", {}
+    patterns = {"Ray Train restarts the workers": ("train/ray-train-app-controller-*.log", r'"asctime": "([^"]+)", '
+                                                   r'"levelname": "INFO", "message": "\[FailurePolicy\] RETRY'),
+                "the GCS marks the node dead": ("gcs_server.out", r"^\[([^\]]+?) [IW] .*has been marked dead")}
+    for what, (glob, pattern) in patterns.items():
+        for path in logs.glob(glob):
+            match = re.search(pattern, path.read_text(errors="replace"), re.M)
+            if match:
+                found[what] = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return found
 
 
 def _wait_for_checkpoint(suite_dir: Path, run: subprocess.Popen, timeout_s: float = 300) -> Path:

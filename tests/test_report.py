@@ -95,7 +95,8 @@ def write_run(suite: Path, objective: str, seed: int, data: PreparedData, aggreg
         "tokens_seen": 409_600, "flops_spent": 6.0e12 * (1 + seed / 1000), "flops_per_step": 6.0e10,
         "params": 1_200_000, "params_trained": 1_300_000, "val_loss": 2.0 + seed / 10, "val_accuracy": 0.4,
         "bits_per_byte": 1.5 if likelihood else None,  # from the training loss: not the report's
-        "wall_time_s": 60.0 + seed, "uniform_loss": math.log(512)})
+        "wall_time_s": 60.0 + seed, "uniform_loss": math.log(512),
+        "workers": [{"rank": 0, "node_id": f"node{seed}", "node_ip": "10.0.0.1", "host": "h"}]})
     for task, values in SCORES[objective].items():
         acc = values[seed]
         metrics = {"acc": acc, "acc_stderr": 0.02 + seed / 100}
@@ -202,6 +203,15 @@ def test_summary_csv_has_mean_and_interval_of_every_score(suite):
     assert mlm["finetune:synthetic_cola:mcc_mean"] == pytest.approx(0.42)
     assert math.isnan(mlm["synthetic_rte:acc_mean"])
     assert {"flops_spent_mean", "val_loss_ci_high", "uniform_loss_mean"} <= set(summary.columns)
+
+
+def test_where_the_workers_ran_stays_out_of_summary_csv(suite):
+    with_workers = write_report(suite, "Demo")[0].read_bytes()
+    for path in suite.glob("*/train.json"):
+        train = json.loads(path.read_text())
+        assert train.pop("workers")
+        write_json(path, train)
+    assert write_report(suite, "Demo")[0].read_bytes() == with_workers
 
 
 def test_declared_aggregate_wins_and_an_unknown_one_is_a_user_error(tmp_path):

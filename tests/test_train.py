@@ -83,3 +83,6 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tiny_data, tmp_path):
     b = load_file(run / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (run / "checkpoints").exists()  # removed once the model is saved
+    # A lone process (no Ray) records its host; the node is Ray's to name (tests/test_cluster.py).
+    workers = json.loads((run / "train.json").read_text())["workers"]
+    assert [(w["rank"], w["node_id"], w["node_ip"], bool(w["host"])) for w in workers] == [(0, None, None, True)]
