@@ -131,3 +131,4 @@ def limit_threads(cpus: int) -> None:
 
     torch.set_num_threads(cpus)
     os.environ["OMP_NUM_THREADS"] = str(cpus)  # for libraries that start their own pools later
+    print(f"computing on {torch.get_num_threads()} threads (eval.cpus: {cpus})", flush=True)

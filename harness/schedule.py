@@ -1,4 +1,4 @@
-"""Ray: where runs are scheduled. The only module that imports ray.
+"""Ray: where runs are scheduled. With harness.nodes, the only module that imports ray.
 
 `harness run` starts an embedded local Ray (dashboard bound to 127.0.0.1) unless it is given
 the address of an existing cluster. Each training run is one Ray Train TorchTrainer (its workers

@@ -116,11 +116,17 @@ class RayCluster:
         the cluster lists the node as alive."""
         node = self._start(name or f"node{len(self.nodes)}", num_cpus, ["--address", self.address], wrap or [], {})
         deadline = time.time() + timeout_s
-        while node.node_manager_port not in self.node_ids(alive_only=True):
+        while not self._joined(node):
             assert node.process.poll() is None, f"{node.name} exited; see {node.log}"
             assert time.time() < deadline, f"{node.name} did not join within {timeout_s} s; see {node.log}"
             time.sleep(1)
         return node
+
+    def _joined(self, node: Node) -> bool:
+        try:
+            return node.node_manager_port in self.node_ids(alive_only=True)
+        except RuntimeError:  # under load, a driver can miss its wait for the GCS: ask again
+            return False
 
     def _start(self, name: str, num_cpus: int, args: list[str], wrap: list[str], ports: dict) -> Node:
         ports = {**ports, **{flag: self._port() for flag in PORT_FLAGS}}

@@ -157,6 +157,8 @@ def test_the_runs_of_a_suite_land_on_different_nodes_and_say_where(cluster, two_
     assert all(len(w) == 1 and w[0]["rank"] == 0 and w[0]["node_ip"] and w[0]["host"] for w in workers)
     assert {w[0]["node_id"] for w in workers} == {ids["a"], ids["b"]}  # one run on each worker node
     assert all((suite_dir / t["run_id"] / "DONE").exists() for t in trained)
+    for t in trained:  # each unit computed on the one CPU it reserved (eval.cpus)
+        assert "computing on 1 threads (eval.cpus: 1)" in (suite_dir / t["run_id"] / "logs" / "eval-synthetic_sst2.log").read_text()
     summary = pd.read_csv(suite_dir / "summary.csv")
     assert len(summary) == 2 and not [c for c in summary.columns if "workers" in c or "node" in c]
 
