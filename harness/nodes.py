@@ -51,21 +51,21 @@ def check_shared_storage(results_root: Path, timeout_s: float = STORAGE_CHECK_TI
         refs = {_read_back.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
                 .remote(str(probe)): node for node in nodes}
         blind = [f"node {node['NodeID']} ({node['NodeManagerAddress']}) {why}"
-                 for node, why in _answers(refs, token, timeout_s)]
+                 for node, why in _answers(refs, token, probe, timeout_s)]
     finally:
         probe.unlink(missing_ok=True)
     if blind:
         raise UserError(
-            f"the results folder is not shared with every node of the cluster: {'; '.join(blind)} "
-            f"{probe}, a file written there by the driver (on node {here}). Give a folder on storage "
-            f"that every node mounts at the same path (NFS, Lustre, a FUSE-mounted bucket)", where="--results")
+            f"the results folder is not shared with every node of the cluster: {'; '.join(blind)} (a "
+            f"file the driver, on node {here}, wrote there). Give a folder on storage that every node "
+            f"mounts at the same path (NFS, Lustre, a FUSE-mounted bucket)", where="--results")
     return len(nodes)
 
 
-def _answers(refs: dict, token: str, timeout_s: float) -> list[tuple[dict, str]]:
-    """(node, what it did instead of reading `token`) for each node that did not read it."""
+def _answers(refs: dict, token: str, path: Path, timeout_s: float) -> list[tuple[dict, str]]:
+    """(node, what it did instead of reading `token` at `path`) for each node that did not."""
     ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
-    wrong = [(refs[ref], f"did not answer within {timeout_s:.0f} s about") for ref in late]
+    wrong = [(refs[ref], f"did not read {path} within {timeout_s:.0f} s") for ref in late]
     for ref in late:
         ray.cancel(ref, force=True)
     for ref in ready:
@@ -73,10 +73,10 @@ def _answers(refs: dict, token: str, timeout_s: float) -> list[tuple[dict, str]]
             seen = ray.get(ref)
         except Exception as e:  # the read failed there (permissions, a stale mount, ...)
             lines = str(e).strip().splitlines()
-            wrong.append((refs[ref], f"failed to read ({lines[-1] if lines else type(e).__name__})"))
+            wrong.append((refs[ref], f"failed to read {path} ({lines[-1] if lines else type(e).__name__})"))
             continue
         if seen != token:
-            wrong.append((refs[ref], "cannot see" if seen is None else "sees other content in"))
+            wrong.append((refs[ref], f"cannot see {path}" if seen is None else f"sees other content in {path}"))
     return wrong
 
 
