@@ -180,11 +180,11 @@ def _cmd_validate(args) -> int:
 def _cmd_submit(args) -> int:
     import tempfile
     from harness import submit
-    from harness.pipeline import prepare_and_plan
     args.results = submit.check_results(args.results)
     address = submit.address_of(args.address)
     submit.check_address(address, args.insecure)
     suite = _load(args)
+    from harness.pipeline import prepare_and_plan
     # Every preflight of `harness validate`, here: in the results folder where this machine sees
     # it (its data cache then serves the job), else in a temporary one.
     with tempfile.TemporaryDirectory(prefix="harness-preflight-") as tmp:
