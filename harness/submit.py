@@ -139,8 +139,9 @@ def requirements() -> list[str]:
 
 
 def runtime_env(working_dir: Path, pip: bool) -> dict:
-    env = {"working_dir": str(working_dir),
-           "env_vars": {"PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}}
+    # No env_vars: `harness run` sets its own in ray.init, and Ray refuses a job whose driver sets
+    # a variable the job's runtime_env also sets.
+    env: dict = {"working_dir": str(working_dir)}
     if pip:
         env["pip"] = {"packages": requirements()}
     return env
@@ -186,7 +187,7 @@ def list_jobs(address: str) -> list[str]:
 
 def status(address: str, job_id: str) -> str:
     info = _info(client(address), job_id)
-    message = f": {info.message}" if info.message else ""
+    message = f" ({info.message})" if info.message else ""
     return f"{job_id} {info.status}{message}"
 
 
