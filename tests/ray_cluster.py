@@ -1,10 +1,10 @@
-"""A real multi-node Ray cluster on loopback, for tests: `ray start` processes on this host.
+"""A real multi-node Ray cluster for tests: `ray start` processes on this machine.
 
     cluster = RayCluster()
     address = cluster.start_head(num_cpus=0)     # the driver's node: GCS, dashboard (optional)
     a = cluster.add_node(num_cpus=1)              # a worker node: its own raylet, object manager, ...
     b = cluster.add_node(num_cpus=1, wrap=[...])  # a command that execs `ray start` (unshare, ...)
-    cluster.node_ids()                            # {node: Ray's node id}, from the cluster itself
+    cluster.node_ids()                            # {node manager port: Ray's node id}, from the cluster
     cluster.kill(b)                               # SIGKILL the node's process group (a lost node)
     cluster.stop()                                # every node, by process group, and the temp dir
 
