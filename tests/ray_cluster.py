@@ -8,8 +8,6 @@
     cluster.kill(b)                               # SIGKILL the node's process group (a lost node)
     cluster.stop()                                # every node, by process group, and the temp dir
 
-or, as functions: start_head(num_cpus, dashboard, env) -> cluster, add_node(cluster), stop(cluster).
-
 Every node has ports of its own (GCS, node manager, object manager, dashboard and its agent,
 runtime-env agent, metrics export, client server, and a range of worker ports), keeps its files
 under one short temp dir (Ray's socket paths must fit in 107 bytes), and runs in a process group
@@ -200,26 +198,3 @@ def _kill_group(process: subprocess.Popen) -> None:
         with contextlib.suppress(psutil.Error, OSError):
             if os.getsid(other.pid) == process.pid:
                 other.kill()
-
-
-# --- the same, as functions (tests/test_submit.py) ------------------------------------------------
-
-
-def start_head(num_cpus: int = 2, dashboard: bool = True, env: dict | None = None,
-               timeout_s: float = 180) -> RayCluster:
-    """A cluster of its head alone (`env`, when given, replaces the default token settings)."""
-    cluster = RayCluster() if env is None else RayCluster(env=dict(env))
-    try:
-        cluster.start_head(num_cpus=num_cpus, dashboard=dashboard, timeout_s=timeout_s)
-    except BaseException:
-        cluster.stop()
-        raise
-    return cluster
-
-
-def add_node(cluster: RayCluster, num_cpus: int = 1) -> Node:
-    return cluster.add_node(num_cpus=num_cpus)
-
-
-def stop(cluster: RayCluster) -> None:
-    cluster.stop()

@@ -1,14 +1,20 @@
-"""Several nodes: a real Ray cluster on this machine (tests/ray_cluster.py), joined by `harness run
---address` in a subprocess.
+"""Several nodes: a real Ray cluster on this machine (tests/ray_cluster.py), with token
+authentication, given suites by `harness submit` to its dashboard (a Ray Job) or joined by
+`harness run --address` in a subprocess.
 
-The cluster (one for the module): a head with no CPU, where the driver and every run's Ray Train
-controller live, and two worker nodes of one CPU each, so that a one-worker run fills a node.
+The cluster (one for the module): a head with no CPU and the dashboard, where the job's driver and
+every run's Ray Train controller live, and two worker nodes of one CPU each, so that a one-worker
+run fills a node.
 Node "b" runs in a mount namespace of its own, where an empty folder hides the folder `hidden`
 (as root; elsewhere test 1 is skipped).
 
 1. A suite whose results folder is under `hidden` stops before any run starts (exit 2), naming
    node b and the path; the same cluster then runs a suite with its results elsewhere:
-2. two runs, trained at once, land on different nodes (train.json records each rank's node);
+2. `harness submit` of a two-run suite returns at once; a second submit while the job lives is
+   refused, naming it; `harness jobs status|logs|list` follow the job to its end; the two runs,
+   trained at once, land on different nodes (train.json records each rank's node); the cluster's
+   token is nowhere in the results;
+   a raw Ray job running `harness run` with a relative results folder is refused;
 3. last (the cluster loses a node): the node of a training run is killed after the run's first
    checkpoint; Ray Train restarts the run's worker on the other node, from that checkpoint.
 """
@@ -90,7 +96,9 @@ def cluster(tmp_path_factory):
     ray = RayCluster()
     try:
         started = time.time()
-        ray.start_head(num_cpus=0)
+        ray.env["PYTHONPATH"] = ""  # a submitted job runs the code it carries
+        ray.env["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # and this environment's python
+        ray.start_head(num_cpus=0, dashboard=True)
         ray.add_node(num_cpus=1, name="a")
         ray.add_node(num_cpus=1, name="b", wrap=_hide(hidden, empty) if CAN_HIDE else [])
         ids = {node.name: ray.node_ids()[node.node_manager_port] for node in ray.nodes}
@@ -143,20 +151,66 @@ def test_a_node_that_cannot_see_the_results_folder_stops_the_suite_naming_it(clu
     assert len(runs) == 2 and all(sorted(p.name for p in run.iterdir()) == ["run.yaml"] for run in runs)
 
 
+def _harness(ray: RayCluster, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in {**os.environ, "PYTHONPATH": str(REPO), **ray.env}.items() if v is not None}
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _wait_for_end(ray: RayCluster, job_id: str, lock: Path, timeout_s: float = 900) -> tuple[str, list[str]]:
+    """Poll `harness jobs status` until the job ends; the lock records seen meanwhile."""
+    deadline, holders = time.time() + timeout_s, []
+    while time.time() < deadline:
+        if lock.is_file():
+            holders.append(lock.read_text())
+        state = _harness(ray, "jobs", "status", job_id, "--address", ray.dashboard).stdout.split()
+        if state[1:2] and state[1] in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return state[1], holders
+        time.sleep(2)
+    raise TimeoutError(f"job {job_id} did not end within {timeout_s:.0f} s")
+
+
 @pytest.fixture(scope="module")
 def two_runs(cluster, results, tmp_path_factory):
+    """The two-run suite, submitted as a Ray Job: (submit, refused second submit, final state,
+    lock records seen while it ran, the job's logs, suite folder)."""
     ray, _, _ = cluster
+    suite = _suite_file(tmp_path_factory.mktemp("suite"), SUITE)
     started = time.time()
-    done = _run(ray, _suite_file(tmp_path_factory.mktemp("suite"), SUITE), results)
-    print(f"\ntwo-run suite finished in {time.time() - started:.1f} s")
-    return done, results / "nodes"
+    first = _harness(ray, "submit", str(suite), "--results", str(results), "--address", ray.dashboard)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    job_id = re.search(r"as Ray job (\S+);", first.stdout).group(1)
+    second = _harness(ray, "submit", str(suite), "--results", str(results), "--address", ray.dashboard)
+    state, holders = _wait_for_end(ray, job_id, results / "nodes" / ".lock")
+    logs = _harness(ray, "jobs", "logs", job_id, "--address", ray.dashboard).stdout
+    print(f"\ntwo-run suite submitted and finished in {time.time() - started:.1f} s")
+    return {"first": first, "second": second, "job_id": job_id, "state": state, "holders": holders,
+            "logs": logs, "suite_dir": results / "nodes"}
+
+
+def test_a_submitted_suite_runs_after_the_submitter_exits_and_the_second_submit_is_refused(cluster, two_runs):
+    ray, _, _ = cluster
+    job_id, logs = two_runs["job_id"], two_runs["logs"]
+    assert f"harness jobs logs --follow {job_id}" in two_runs["first"].stdout  # the submitter has exited
+    second = two_runs["second"]
+    assert second.returncode == 2 and f"Ray job {job_id}" in second.stderr, second.stderr[-2000:]
+    assert two_runs["state"] == "SUCCEEDED", logs[-4000:]
+    assert re.search(r"train +clm-tiny-s0-\w+ started", logs) and "report: " in logs
+    holders = [json.loads(h) for h in two_runs["holders"] if h.strip()]
+    assert holders and all(h.get("ray_job") == job_id for h in holders)  # the lock names the job
+    token = ray.env["RAY_AUTH_TOKEN"]
+    for path in two_runs["suite_dir"].parent.rglob("*"):
+        assert not path.is_file() or token.encode() not in path.read_bytes(), path
+    assert token not in logs
+    listed = _harness(ray, "jobs", "list", "--address", ray.dashboard).stdout
+    assert job_id in listed and str(two_runs["suite_dir"].parent) in listed
 
 
 def test_the_runs_of_a_suite_land_on_different_nodes_and_say_where(cluster, two_runs):
     _, ids, _ = cluster
-    done, suite_dir = two_runs
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert f"results folder {suite_dir.parent}: seen by all 3 nodes" in done.stdout
+    suite_dir = two_runs["suite_dir"]
+    assert two_runs["state"] == "SUCCEEDED", two_runs["logs"][-4000:]
+    assert f"results folder {suite_dir.parent}: seen by all 3 nodes" in two_runs["logs"]
     trained = [json.loads(path.read_text()) for path in sorted(suite_dir.glob("*/train.json"))]
     assert [t["objective"] for t in trained] == ["clm", "mlm"]
     workers = [t["workers"] for t in trained]
@@ -167,6 +221,36 @@ def test_the_runs_of_a_suite_land_on_different_nodes_and_say_where(cluster, two_
         assert "computing on 1 threads (eval.cpus: 1)" in (suite_dir / t["run_id"] / "logs" / "eval-synthetic_sst2.log").read_text()
     summary = pd.read_csv(suite_dir / "summary.csv")
     assert len(summary) == 2 and not [c for c in summary.columns if "workers" in c or "node" in c]
+
+
+RAW_JOB = """
+import sys, time
+from pathlib import Path
+from harness import submit
+jobs = submit.client(sys.argv[1])
+suite = submit.stage(Path(sys.argv[2]), Path(sys.argv[3]))
+job_id = jobs.submit_job(entrypoint=f"python -m harness.cli run {suite}", runtime_env={"working_dir": sys.argv[3]})
+while str(jobs.get_job_status(job_id)) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+    time.sleep(1)
+print("JOB", job_id, jobs.get_job_status(job_id))
+print(jobs.get_job_logs(job_id))
+"""
+
+
+def test_harness_run_in_a_ray_job_refuses_a_relative_results_path(cluster, tmp_path):
+    """What a new user tries: `ray job submit --working-dir . -- harness run SUITE` (the results
+    would stay in Ray's temporary copy of the working directory)."""
+    ray, _, _ = cluster
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    env = {k: v for k, v in {**os.environ, "PYTHONPATH": str(REPO), **ray.env}.items() if v is not None}
+    done = subprocess.run([sys.executable, "-c", RAW_JOB, ray.dashboard, str(_suite_file(tmp_path, SUITE)), str(staged)],
+                          capture_output=True, text=True, timeout=400, cwd=REPO, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    job_id, state = done.stdout.split("JOB ", 1)[1].split()[:2]
+    assert state == "FAILED"
+    assert f"error: --results: this `harness run` is Ray job {job_id}" in done.stdout, done.stdout[-3000:]
+    assert "absolute path" in done.stdout and "Traceback" not in done.stdout
 
 
 # --- last: the cluster loses a node --------------------------------------------------------------
