@@ -12,7 +12,13 @@ What fails is kept in the run directory, so that the terminal can stay short: ea
 worker and each unit writes its whole output (stdout, stderr, the traceback) to
 `RUN/logs/worker-<rank>.log` or `RUN/logs/<kind>-<name>.log`, and every failure of a run's latest
 attempt is described in `RUN/FAILED` (one YAML file per run, its `failures` a list: the training,
-or one entry per failed unit). Training that later succeeds removes it; so does the run's DONE.
+or one entry per failed unit; see harness.failures). Training that later succeeds removes it; so
+does the run's DONE.
+
+Faults: Ray Train restarts a run's workers after a lost worker (resources.max_failures), a
+callback in its controller recording each restart (harness.train.attempts); the scheduler stops
+a training whose heartbeat stays still for train.step_timeout_s and fails it as a StepTimeout
+(see Scheduler).
 """
 
 from __future__ import annotations
@@ -301,9 +307,11 @@ class Scheduler:
 
     A training whose heartbeat goes stale for train.step_timeout_s (attempts.Watch says how the
     clock runs) is stopped and failed as a StepTimeout, polled every step_timeout_s / 4 at most.
-    The collective timeout (COLLECTIVE_TIMEOUT_FACTOR x step_timeout_s) stays as the backstop for
-    a driver that is gone; with a worker stopped, the others wait in a collective and stop
-    beating, so the watchdog, at half that time, fires first."""
+    The collective timeout (COLLECTIVE_TIMEOUT_FACTOR x step_timeout_s) stays as the backstop
+    where the heartbeat is not watched: the process group's set-up, while the controller
+    schedules the workers. In training, a stopped worker leaves the others waiting in a
+    collective, rank 0 among them, so the heartbeat stops too, and the watchdog (1.25 x
+    step_timeout_s at most, its poll included) fires before the collective times out."""
 
     def __init__(self, work: list[RunWork], on_done: Callable[[Path], None], progress: Progress):
         self.trainings = deque(w for w in work if w.train is not None)

@@ -33,6 +33,11 @@ BEAT_EVERY_S = 1.0  # rank 0 rewrites the heartbeat after a step at most this of
 # Phases in which a run waits for Ray to place it: not judged by the watchdog (Ray Train's own
 # timeouts on placement, worker start-up and the process group apply there).
 WAITING = frozenset({"submitted", "initializing", "scheduling", "rescheduling"})
+# Phases of training proper: each must be followed by another heartbeat within step_timeout_s.
+TRAINING = frozenset({"resumed", "step", "val", "checkpoint"})
+# Every other phase (the controller starting or restarting the workers, an attempt's set-up:
+# imports, the engine, the checkpoint load; the model's export) gets at least this long.
+SETUP_S = 300.0
 
 
 def heartbeat_path(run: RunDir) -> Path:
@@ -128,7 +133,7 @@ def _reason(previous: dict) -> str:
         return "a new `harness run`; the attempt before ended without a record (its driver stopped)"
     error = previous.get("error") or "an unknown error"
     if previous.get("by") == "ray train":
-        return f"Ray Train restarted the workers after {error}"
+        return f"a Ray Train restart of the workers after {error}"
     if previous.get("by") == "watchdog":
         return f"a new `harness run` after the run was stopped as hung ({error})"
     return f"a new `harness run` after the run failed with {error}"
@@ -157,11 +162,14 @@ class Watch:
     here for the first time) the clock starts when the driver first looks. While the run waits
     for Ray to place it (WAITING: submitted, the controller scheduling the workers) the clock
     does not run: waiting for resources is not a hang, and Ray Train bounds those phases itself
-    (placement group wait, worker group start-up, the process group's timeout). A Ray Train
-    restart is a chain of heartbeats from the controller (restarting, scheduling, running) and
-    then the new attempt's start, engine, resumed: each link gets `timeout_s` of its own, so a
-    restart is not taken for a hang unless one of its steps takes longer than a training step
-    may.
+    (placement group wait, worker group start-up, the process group's timeout). Training proper
+    (TRAINING: from resumed through steps, validations and checkpoints) gets `timeout_s` between
+    heartbeats. Everything else gets max(timeout_s, SETUP_S): an attempt's set-up (importing
+    DeepSpeed, building the engine, loading the checkpoint: on a loaded machine, tens of
+    seconds), the model's export, and a Ray Train restart, which is a chain of heartbeats from
+    the controller (restarting, scheduling, running) and then the new attempt's start, engine
+    and resumed, each link with its own allowance. So a restart is not taken for a hang, with
+    default settings or small step timeouts.
     """
 
     def __init__(self, run: RunDir, timeout_s: float):
@@ -178,10 +186,12 @@ class Watch:
             return None
         if beat is None or beat.get("phase") in WAITING:
             return None
+        phase = beat.get("phase")
+        limit = self.timeout_s if phase in TRAINING else max(self.timeout_s, SETUP_S)
         age = min(now - self.since, now - float(beat.get("unix", now)))
-        if age <= self.timeout_s:
+        if age <= limit:
             return None
         step = max(beat.get("step") or 0, *(row.get("step", 0) for row in self.run.read_metrics()), 0)
-        return (f"no training progress for {age:.0f} s (train.step_timeout_s is {self.timeout_s:g}) "
-                f"after step {step} (last heartbeat: {beat.get('phase')}, attempt {beat.get('attempt')}): "
-                f"stopped as hung")
+        allowed = "" if limit == self.timeout_s else f"; {limit:g} s allowed in phase {phase}"
+        return (f"no training progress for {age:.0f} s (train.step_timeout_s is {self.timeout_s:g}{allowed}) "
+                f"after step {step} (last heartbeat: {phase}, attempt {beat.get('attempt')}): stopped as hung")
