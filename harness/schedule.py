@@ -342,6 +342,7 @@ class Scheduler:
             work = self.trainings.popleft()
             run = RunDir(Path(work.run_dir))
             attempts.beat(run, "submitted", by="driver")
+            attempts.submitted(run)
             watch = attempts.Watch(run, work.train.train.step_timeout_s)
             self.in_flight[_fit.remote(work.train)] = InFlight(work, None, watch=watch)
             self.progress.event(f"train    {work.run_id} started")
@@ -384,7 +385,7 @@ class Scheduler:
         cleaner, their placement group."""
         for ref, task in list(self.in_flight.items()):
             why = task.watch.hung() if task.watch else None
-            if why:
+            if why and not ray.wait([ref], timeout=0)[0]:  # one that just ended is collected instead
                 ray.cancel(ref, force=True)
                 del self.in_flight[ref]
                 attempts.ended(RunDir(Path(task.work.run_dir)), "watchdog", why)

@@ -145,6 +145,8 @@ class Fault:
         self.seen.setdefault(f"{beat.get('phase')} attempt {beat.get('attempt')}", now)
         if (run / "FAILED").exists():
             self.seen.setdefault("FAILED", now)
+            if self.acted and not psutil.pid_exists(self.acted[-1][0]):
+                self.seen.setdefault("its process gone", now)  # while `harness run` goes on
         pids, started, ended = worker_pids(run), len(events(run, "started")), len(events(run, "ended"))
         if ended:
             self.seen.setdefault(f"ended {ended}", now)  # the controller noticed the loss
@@ -319,14 +321,16 @@ def test_a_hung_worker_fails_its_run_as_a_timeout_and_the_others_go_on(faulted):
     assert failure["error"] == "StepTimeout" and "stopped as hung" in failure["message"]
     assert f"(train.step_timeout_s is {HANG_TIMEOUT_S})" in failure["message"]
     assert re.search(r"no training progress for \d+ s .* after step [1-9]\d*", failure["message"])
-    assert faulted["stopped_alive"] == []  # the stopped worker went with its run
+    # the stopped worker went with its run (seen gone while `harness run` went on, where it did)
+    assert faulted["stopped_alive"] == [] and (fault.after("its process gone", "FAILED") or 0) < 30
     assert [row["by"] for row in events(run, "ended")] == ["watchdog"]
     report = (harness.suite_dir / "report.md").read_text()
     assert "training stopped as hung at step" in _section(report, "Unfinished runs")
     assert "A StepTimeout is a training stopped as hung" in _section(report, "Failed runs")
     assert (harness.run(1) / "DONE").exists() and (harness.run(0) / "DONE").exists()
     print(f"\nhang: FAILED {waited} s after the SIGSTOP (step_timeout_s {HANG_TIMEOUT_S}, "
-          f"bound {HANG_TIMEOUT_S + HANG_MARGIN_S:g} s)")
+          f"bound {HANG_TIMEOUT_S + HANG_MARGIN_S:g} s); its process seen gone "
+          f"{fault.after('its process gone', 'FAILED')} s after FAILED")
 
 
 # --- 3. the driver killed ------------------------------------------------------------------------
@@ -418,7 +422,7 @@ def test_a_kill_during_a_save_resumes_from_the_checkpoint_before(tiny_data, tmp_
     assert [row["resumed_from_step"] for row in events(run, "started")] == [0, 5]
     train = _train(run)
     assert train["restarts"] == 1 and train["steps"] == 20
-    assert train["attempts"][1]["reason"].startswith("a new `harness run`; the attempt before ended")
+    assert train["attempts"][1]["reason"] == "a new attempt; the one before ended without a record"
 
 
 # --- the watchdog's clock, without Ray ----------------------------------------------------------
@@ -449,3 +453,28 @@ def test_the_watchdog_clock_runs_in_training_waits_for_placement_and_allows_set_
     seen = time.time()
     assert watch.hung(now=seen) is None and watch.hung(now=seen + 15) is None
     assert watch.hung(now=seen + 25) is not None
+
+
+def test_the_attempts_say_why_each_started(tmp_path):
+    from harness.results import RunDir
+    from harness.train import attempts
+
+    run = RunDir(tmp_path / "run")
+    beat = attempts.Heartbeat(run, enabled=True)
+    attempts.submitted(run)
+    beat.started(0)
+    attempts.ended(run, "ray train", "WorkerHealthCheckFailedError: lost")
+    attempts.ended(run, "ray train", "recorded once only")
+    beat.started(50)  # Ray Train restarted the workers
+    attempts.submitted(run)  # the driver was killed; a new `harness run`
+    beat.started(100)
+    attempts.ended(run, "watchdog", "no training progress for 25 s")
+    attempts.submitted(run)
+    beat.started(150)
+    assert [(a["attempt"], a["resumed_from_step"], a["reason"]) for a in attempts.history(run)] == [
+        (1, 0, None),
+        (2, 50, "a Ray Train restart of the workers after WorkerHealthCheckFailedError: lost"),
+        (3, 100, "a new `harness run`; the attempt before ended without a record (its driver stopped)"),
+        (4, 150, "a new `harness run`; the attempt before was stopped as hung (no training progress for 25 s)")]
+    assert attempts.summary(run)["restarts"] == 3
+    assert attempts.read_beat(run)["phase"] == "resumed" and attempts.read_beat(run)["attempt"] == 4

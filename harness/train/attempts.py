@@ -7,8 +7,9 @@
                          its engine is up, once it has resumed, after optimizer steps (at most
                          once a second), after each validation and checkpoint, and as it saves
                          the model.
-    RUN/attempts.jsonl   one line per event: {"event": "started", "attempt", "when",
-                         "resumed_from_step"} by rank 0 once an attempt has resumed;
+    RUN/attempts.jsonl   one line per event: {"event": "submitted", "when"} by the driver as it
+                         submits the run (a new `harness run`); {"event": "started", "attempt",
+                         "when", "resumed_from_step"} by rank 0 once an attempt has resumed;
                          {"event": "ended", "when", "by", "error"} by the Ray Train controller
                          when it restarts the workers ("ray train") or gives up ("failed"), and
                          by the driver when it stops a hung run ("watchdog").
@@ -94,11 +95,16 @@ class Heartbeat:
             self("resumed", resumed_from_step)
 
 
+def submitted(run: RunDir) -> None:
+    """Record that a `harness run` submitted the run (the driver)."""
+    _append(run, {"event": "submitted", "when": _utc_now()})
+
+
 def ended(run: RunDir, by: str, error: str) -> None:
     """Record that the attempt in progress ended (nothing when none is: no started line since the
     last end)."""
-    rows = read(run)
-    if rows and rows[-1].get("event") == "started":
+    rows = [row for row in read(run) if row.get("event") in ("started", "ended")]
+    if rows and rows[-1]["event"] == "started":
         _append(run, {"event": "ended", "when": _utc_now(), "by": by, "error": error})
 
 
@@ -108,6 +114,7 @@ def read(run: RunDir) -> list[dict]:
 
 
 def _append(run: RunDir, row: dict) -> None:
+    attempts_path(run).parent.mkdir(parents=True, exist_ok=True)
     with attempts_path(run).open("a") as f:
         f.write(json.dumps(row) + "\n")
 
@@ -115,28 +122,34 @@ def _append(run: RunDir, row: dict) -> None:
 def history(run: RunDir) -> list[dict]:
     """One entry per attempt: {attempt, started, resumed_from_step, reason} (reason None for the
     first), and `ended`, `ended_by` and `error` where its end was recorded."""
-    attempts, last = [], None
+    attempts, end, new_command = [], None, False
     for row in read(run):
-        if row.get("event") == "started":
+        event = row.get("event")
+        if event == "submitted":
+            new_command = True
+        elif event == "ended" and attempts:
+            end = row
+            attempts[-1] |= {"ended": row.get("when"), "ended_by": row.get("by"), "error": row.get("error")}
+        elif event == "started":
             attempts.append({"attempt": row.get("attempt", len(attempts) + 1), "started": row.get("when"),
                              "resumed_from_step": row.get("resumed_from_step", 0),
-                             "reason": _reason(last) if attempts else None})
-        elif row.get("event") == "ended" and attempts:
-            attempts[-1] |= {"ended": row.get("when"), "ended_by": row.get("by"), "error": row.get("error")}
-        last = row
+                             "reason": _reason(end, new_command) if attempts else None})
+            end, new_command = None, False
     return attempts
 
 
-def _reason(previous: dict) -> str:
-    """Why an attempt started, from the event before it."""
-    if previous.get("event") != "ended":
+def _reason(end: dict | None, new_command: bool) -> str:
+    """Why an attempt after the first started: the end recorded of the one before, if any, and
+    whether a new `harness run` started it (else Ray Train restarted the workers)."""
+    if not new_command:
+        if end is None:
+            return "a new attempt; the one before ended without a record"
+        return f"a Ray Train restart of the workers after {end.get('error')}"
+    if end is None:
         return "a new `harness run`; the attempt before ended without a record (its driver stopped)"
-    error = previous.get("error") or "an unknown error"
-    if previous.get("by") == "ray train":
-        return f"a Ray Train restart of the workers after {error}"
-    if previous.get("by") == "watchdog":
-        return f"a new `harness run` after the run was stopped as hung ({error})"
-    return f"a new `harness run` after the run failed with {error}"
+    if end.get("by") == "watchdog":
+        return f"a new `harness run`; the attempt before was stopped as hung ({end.get('error')})"
+    return f"a new `harness run`; the attempt before ended with {end.get('error')}"
 
 
 def summary(run: RunDir) -> dict:
