@@ -39,6 +39,40 @@ def _parser() -> argparse.ArgumentParser:
                      help="join an existing Ray cluster instead of starting an embedded one")
     run.set_defaults(func=_cmd_run)
 
+    sm = sub.add_parser(
+        "submit", epilog=EPILOG, help="check a suite here, then run it on a Ray cluster as a Ray Job",
+        description="Check a suite here as `harness validate` does, then submit `harness run ... "
+                    "--address auto` to a Ray cluster through its Jobs API, and return. The job "
+                    "carries this checkout's code and the suite; its results go to --results, an "
+                    "absolute path on storage every node of the cluster mounts.")
+    sm.add_argument("suite", metavar="SUITE.yaml", type=Path)
+    sm.add_argument("--profile", default="default", help="a named profile of the suite (default: %(default)s)")
+    sm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one setting, e.g. --set train.lr=3e-4 (repeatable)")
+    sm.add_argument("--results", required=True, metavar="DIR",
+                    help="results root: an absolute path that every node of the cluster sees")
+    _address_arg(sm)
+    sm.add_argument("--insecure", action="store_true",
+                    help="submit to a non-loopback cluster even though token authentication is off")
+    sm.add_argument("--pip", action="store_true",
+                    help="have Ray install pyproject.toml's requirements for the job (default: the "
+                         "cluster's nodes already have them)")
+    sm.set_defaults(func=_cmd_submit)
+
+    jobs = sub.add_parser("jobs", help="list, follow and stop submitted suites (Ray Jobs)",
+                          description="The Ray Jobs of a cluster, through Ray's Job SDK.")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="JOBS_COMMAND")
+    for name, what in (("list", "every job of the cluster"), ("status", "a job's state"),
+                       ("logs", "a job's output (the progress lines of `harness run`)"),
+                       ("stop", "stop a job")):
+        one = jobs_sub.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
+        if name != "list":
+            one.add_argument("job_id", metavar="JOB", help="the job's submission id")
+        if name == "logs":
+            one.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+        _address_arg(one)
+        one.set_defaults(func=_cmd_jobs)
+
     val = sub.add_parser("validate", help="check a suite and print its run grid (params, FLOPs, steps)")
     _suite_args(val)
     val.set_defaults(func=_cmd_validate)
@@ -105,12 +139,23 @@ def _suite_args(p: argparse.ArgumentParser) -> None:
                    help="results root (default: %(default)s)")
 
 
+def _address_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", metavar="http://HOST:8265",
+                   help="the cluster's dashboard (default: RAY_ADDRESS, else http://127.0.0.1:8265)")
+
+
 def _load(args):
     from harness.suite import load_suite
     return load_suite(args.suite, args.profile, args.overrides)
 
 
 def _cmd_run(args) -> int:
+    from harness.lock import ray_job_id
+    if (job := ray_job_id()) and not args.results.is_absolute():
+        raise UserError(f"this `harness run` is Ray job {job}, which runs in a temporary copy of the "
+                        f"working directory: results under the relative path {args.results} would stay "
+                        "there and be lost. Give --results an absolute path on storage that every node "
+                        "mounts (e.g. --results /shared/results), or use `harness submit`", where="--results")
     suite = _load(args)
     from harness.pipeline import run_suite
     return run_suite(suite, args.results.resolve(), address=args.address)
@@ -129,6 +174,39 @@ def _cmd_validate(args) -> int:
     for p in plans:
         print(f"{p.run_id:<{w}} {p.architecture:<15} {p.params:>10,} {p.flops_per_step:>11.3g} "
               f"{p.steps:>6} {p.total_tokens:>12,} {p.total_flops:>10.3g}")
+    return 0
+
+
+def _cmd_submit(args) -> int:
+    import tempfile
+    from harness import submit
+    args.results = submit.check_results(args.results)
+    address = submit.address_of(args.address)
+    submit.check_address(address, args.insecure)
+    suite = _load(args)
+    from harness.pipeline import prepare_and_plan
+    # Every preflight of `harness validate`, here: in the results folder where this machine sees
+    # it (its data cache then serves the job), else in a temporary one.
+    with tempfile.TemporaryDirectory(prefix="harness-preflight-") as tmp:
+        prepare_and_plan(suite, args.results if args.results.is_dir() else Path(tmp))
+    job_id = submit.submit(args, suite, address)
+    print(f"submitted suite {suite.name} (profile {suite.profile}) to {address} as Ray job {job_id}; "
+          f"results: {args.results / suite.name}")
+    print("follow it with:\n" + submit.follow_commands(job_id, address))
+    return 0
+
+
+def _cmd_jobs(args) -> int:
+    from harness import submit
+    address = submit.address_of(args.address)
+    if args.jobs_command == "list":
+        print("\n".join(submit.list_jobs(address)) or "no jobs")
+    elif args.jobs_command == "status":
+        print(submit.status(address, args.job_id))
+    elif args.jobs_command == "logs":
+        submit.logs(address, args.job_id, args.follow)
+    else:
+        print(submit.stop(address, args.job_id))
     return 0
 
 

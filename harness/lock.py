@@ -76,8 +76,11 @@ class SuiteLock:
         return True
 
     def _record(self) -> str:
-        return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                           "token": self._token, "since": _utc(self._since), "heartbeat": time.time()}) + "\n"
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                  "token": self._token, "since": _utc(self._since), "heartbeat": time.time()}
+        if job := ray_job_id():
+            record["ray_job"] = job
+        return json.dumps(record) + "\n"
 
     def _take_over(self, holder: dict) -> None:
         # Rename first: of two invocations taking over at once, one rename wins and the other
@@ -118,8 +121,25 @@ def is_stale(holder: dict, now: float | None = None) -> bool:
 
 def describe(holder: dict) -> str:
     age = time.time() - float(holder.get("heartbeat", 0))
-    return (f"pid {holder.get('pid')} on host {holder.get('host')}, since {holder.get('since')}, "
+    job = f"Ray job {holder['ray_job']}, " if holder.get("ray_job") else ""
+    return (f"{job}pid {holder.get('pid')} on host {holder.get('host')}, since {holder.get('since')}, "
             f"last heartbeat {age:.0f} s ago")
+
+
+RAY_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # what Ray Jobs sets for a job's entrypoint
+
+
+def ray_job_id() -> str | None:
+    """The submission id of the Ray job this process is the entrypoint of (or a child of), from
+    the job config Ray Jobs puts in its environment; None outside a Ray job."""
+    config = os.environ.get(RAY_JOB_CONFIG)
+    if config is None:
+        return None
+    try:
+        metadata = json.loads(config).get("metadata") or {}
+    except (ValueError, AttributeError):
+        metadata = {}
+    return str(metadata.get("job_submission_id") or "(unknown id)")
 
 
 def _alive(pid: int) -> bool:

@@ -38,6 +38,7 @@ import ray
 
 import harness
 import objectives
+from harness import loopback
 from harness.errors import UserError
 from harness.failures import describe, last_line as _last_line, record_failure, utc_now as _utc_now
 from harness.jobs import TrainJob
@@ -102,8 +103,11 @@ def start_embedded(runtime_env: dict, first: dict = FIRST_START, retry: dict = R
 
 def _init_embedded(runtime_env: dict, settings: dict) -> None:
     before = {p.pid for p in psutil.Process().children(recursive=True)}
+    loopback.loopback_only(runtime_env)  # every listening socket of this Ray on 127.0.0.1
+    loopback.private_token_file()
     try:
-        ray.init(runtime_env=runtime_env, log_to_driver=False, configure_logging=False, **settings)
+        ray.init(runtime_env=runtime_env, log_to_driver=False, configure_logging=False,
+                 _node_ip_address=loopback.LOOPBACK, **settings)
     except BaseException:
         _stop_new_children(before)  # what the failed start left running, and only that
         raise
@@ -181,6 +185,7 @@ def _chain(error: BaseException) -> list[BaseException]:
 
 def shutdown() -> None:
     ray.shutdown()
+    loopback.restore()
 
 
 @ray.remote(num_cpus=0)
