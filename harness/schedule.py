@@ -191,10 +191,10 @@ def shutdown() -> None:
 @ray.remote(num_cpus=0)
 def _fit(job: TrainJob) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
 
     res = job.resources
-    trainer = TorchTrainer(
+    trainer = _restarting_after_loss_only()(
         _train_logged, train_loop_config=job.model_dump(mode="json"),
         scaling_config=ScalingConfig(num_workers=res.workers_per_run, use_gpu=res.use_gpu,
                                      resources_per_worker={"CPU": res.cpus_per_worker},
@@ -207,6 +207,30 @@ def _fit(job: TrainJob) -> None:
                              failure_config=FailureConfig(max_failures=res.max_failures),
                              callbacks=[_attempt_recorder(job.run_dir)]))
     trainer.fit()
+
+
+def _restarting_after_loss_only():
+    """TorchTrainer, whose failure policy restarts the workers (resources.max_failures) only when
+    a worker was lost: its process died or stopped answering. An error of the training code
+    itself (a missing file, a refused checkpoint) would only recur, so it fails the run at once."""
+    from ray.exceptions import RayActorError
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError, WorkerHealthCheckTimeoutError
+    from ray.train.v2._internal.execution.failure_handling.default import DefaultFailurePolicy
+    lost = (RayActorError, WorkerHealthCheckFailedError, WorkerHealthCheckTimeoutError)
+
+    class AfterLossOnly(DefaultFailurePolicy):
+        def _is_retryable_error(self, error) -> bool:
+            failures = getattr(error, "worker_failures", None)
+            if failures and not any(isinstance(e, lost) for e in failures.values()):
+                return False
+            return super()._is_retryable_error(error)
+
+    class Trainer(TorchTrainer):
+        def _initialize_and_run_controller(self, **controller):
+            return super()._initialize_and_run_controller(
+                **controller | {"failure_policy": AfterLossOnly(self.run_config.failure_config)})
+    return Trainer
 
 
 def _attempt_recorder(run_dir: Path):
