@@ -8,9 +8,8 @@ and Windows) keeps 127.0.0.1, and each of them then binds to loopback. Ray reads
 it is imported, so this process's copy is set too; Ray's processes and workers inherit the
 variable. Gloo's sockets (the training workers' collectives) follow GLOO_SOCKET_IFNAME.
 
-Not covered: the rendezvous store of the training workers (torch's TCPStore, at MASTER_ADDR,
-which Ray Train sets to the node address, here 127.0.0.1) listens on every interface whatever
-its address; torch offers no setting for where it binds.
+The rendezvous store of the training workers (torch's TCPStore) would listen on every interface
+whatever its address: harness.rendezvous binds it to the node's address, here 127.0.0.1.
 """
 
 from __future__ import annotations

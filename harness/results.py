@@ -13,6 +13,8 @@
     <results>/<suite>/<run_id>/DONE            written when nothing is left to do
     <results>/<suite>/<run_id>/FAILED          what failed in the latest attempt (harness.schedule)
     <results>/<suite>/<run_id>/logs/           each worker's and each unit's whole output
+    <results>/<suite>/<run_id>/heartbeat.json  the training's last sign of life (harness.train.attempts)
+    <results>/<suite>/<run_id>/attempts.jsonl  each attempt at training the run (harness.train.attempts)
     <results>/<suite>/suite.json               the suite's name, profile, description and current runs
     <results>/<suite>/.lock                    held by the one command writing here
     <results>/<suite>/summary.csv, report.md

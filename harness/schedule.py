@@ -12,38 +12,42 @@ What fails is kept in the run directory, so that the terminal can stay short: ea
 worker and each unit writes its whole output (stdout, stderr, the traceback) to
 `RUN/logs/worker-<rank>.log` or `RUN/logs/<kind>-<name>.log`, and every failure of a run's latest
 attempt is described in `RUN/FAILED` (one YAML file per run, its `failures` a list: the training,
-or one entry per failed unit). Training that later succeeds removes it; so does the run's DONE.
+or one entry per failed unit; see harness.failures). Training that later succeeds removes it; so
+does the run's DONE.
+
+Faults: Ray Train restarts a run's workers after a lost worker (resources.max_failures), a
+callback in its controller recording each restart (harness.train.attempts); the scheduler stops
+a training whose heartbeat stays still for train.step_timeout_s and fails it as a StepTimeout
+(see Scheduler).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil  # a dependency of Ray and DeepSpeed
 import ray
-import yaml
 
 import harness
 import objectives
 from harness import loopback, nodes
 from harness.errors import UserError
+from harness.failures import describe, last_line as _last_line, record_failure, utc_now as _utc_now
 from harness.jobs import TrainJob
 from harness.progress import Progress, duration
-from harness.results import RunDir, read_yaml, write_atomic
+from harness.results import RunDir
+from harness.train import attempts
 from harness.units import RunWork, Unit
 
 COLLECTIVE_TIMEOUT_FACTOR = 2  # x train.step_timeout_s
-TAIL_LINES = 30  # of an error's text, kept in RUN/FAILED (the whole output is in RUN/logs/)
 
 
 def connect(address: str | None, use_gpu: bool) -> None:
@@ -186,21 +190,73 @@ def shutdown() -> None:
 @ray.remote(num_cpus=0)  # started on the driver's node (nodes.on_driver_node)
 def _fit(job: TrainJob) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from harness.rendezvous import NodeBoundTorchConfig  # torch: in the Ray task only
 
     res = job.resources
-    trainer = TorchTrainer(
+    trainer = _restarting_after_loss_only()(
         _train_logged, train_loop_config=job.model_dump(mode="json"),
         scaling_config=ScalingConfig(num_workers=res.workers_per_run, use_gpu=res.use_gpu,
                                      resources_per_worker={"CPU": res.cpus_per_worker},
                                      placement_strategy=res.placement),
         # A collective that waits longer than this raises in every waiting rank (gloo's default
         # is 30 minutes): a backstop behind the scheduler's watchdog on step progress.
-        torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo",
-                                 timeout_s=int(COLLECTIVE_TIMEOUT_FACTOR * job.train.step_timeout_s)),
+        torch_config=NodeBoundTorchConfig(backend="nccl" if res.use_gpu else "gloo",
+                                          timeout_s=int(COLLECTIVE_TIMEOUT_FACTOR * job.train.step_timeout_s)),
         run_config=RunConfig(name=job.run_id, storage_path=str(Path(job.run_dir).parent / "_ray"),
-                             failure_config=FailureConfig(max_failures=res.max_failures)))
+                             failure_config=FailureConfig(max_failures=res.max_failures),
+                             callbacks=[_attempt_recorder(job.run_dir)]))
     trainer.fit()
+
+
+def _restarting_after_loss_only():
+    """TorchTrainer, whose failure policy restarts the workers (resources.max_failures) only when
+    a worker was lost: its process died or stopped answering. An error of the training code
+    itself (a missing file, a refused checkpoint) would only recur, so it fails the run at once."""
+    from ray.exceptions import RayActorError
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError, WorkerHealthCheckTimeoutError
+    from ray.train.v2._internal.execution.failure_handling.default import DefaultFailurePolicy
+    lost = (RayActorError, WorkerHealthCheckFailedError, WorkerHealthCheckTimeoutError)
+
+    class AfterLossOnly(DefaultFailurePolicy):
+        def _is_retryable_error(self, error) -> bool:
+            failures = getattr(error, "worker_failures", None)
+            if failures and not any(isinstance(e, lost) for e in failures.values()):
+                return False
+            return super()._is_retryable_error(error)
+
+    class Trainer(TorchTrainer):
+        def _initialize_and_run_controller(self, **controller):
+            return super()._initialize_and_run_controller(
+                **controller | {"failure_policy": AfterLossOnly(self.run_config.failure_config)})
+    return Trainer
+
+
+def _attempt_recorder(run_dir: Path):
+    """A callback of the Ray Train controller (it runs there): a heartbeat on each change of the
+    controller's state (harness.train.attempts), and the end of the attempt in progress, with
+    its error, when the controller restarts the workers or gives up. It never raises: an error
+    in a callback would fail the run."""
+    from ray.train.v2._internal.execution.callback import ControllerCallback
+
+    class AttemptRecorder(ControllerCallback):
+        def __init__(self):
+            self.run, self.state = RunDir(Path(run_dir)), None
+
+        def after_controller_state_update(self, previous_state, current_state):
+            state = type(current_state).__name__.removesuffix("State").lower()
+            if state == self.state:  # the controller sets RUNNING again at every poll
+                return
+            self.state = state
+            with contextlib.suppress(Exception):
+                error = getattr(current_state, "training_failed_error", None)
+                if error is not None and state in ("restarting", "errored"):
+                    attempts.ended(self.run, "ray train" if state == "restarting" else "failed",
+                                   describe(error)["message"][:300])
+                last = attempts.read_beat(self.run) or {}
+                attempts.beat(self.run, state, last.get("step"), last.get("attempt"), by="ray train controller")
+    return AttemptRecorder()
 
 
 def _train_logged(config: dict) -> dict:
@@ -266,6 +322,7 @@ class InFlight:
     work: RunWork
     unit: Unit | None
     started: float = field(default_factory=time.time)
+    watch: attempts.Watch | None = None  # a training's clock on its heartbeat
 
     @property
     def label(self) -> str:
@@ -276,7 +333,15 @@ class Scheduler:
     """Train the runs that need it (as many at once as the cluster holds), then submit each run's
     units as Ray tasks, all at once: Ray runs them in parallel as resources allow. `on_done(run)`
     once every unit of a run has succeeded. A failure is written to the run's FAILED (see the
-    module docstring) and shown as one line; it never stops the other runs."""
+    module docstring) and shown as one line; it never stops the other runs.
+
+    A training whose heartbeat goes stale for train.step_timeout_s (attempts.Watch says how the
+    clock runs) is stopped and failed as a StepTimeout, polled every step_timeout_s / 4 at most.
+    The collective timeout (COLLECTIVE_TIMEOUT_FACTOR x step_timeout_s) stays as the backstop
+    where the heartbeat is not watched: the process group's set-up, while the controller
+    schedules the workers. In training, a stopped worker leaves the others waiting in a
+    collective, rank 0 among them, so the heartbeat stops too, and the watchdog (1.25 x
+    step_timeout_s at most, its poll included) fires before the collective times out."""
 
     def __init__(self, work: list[RunWork], on_done: Callable[[Path], None], progress: Progress):
         self.trainings = deque(w for w in work if w.train is not None)
@@ -290,11 +355,13 @@ class Scheduler:
                 self.submit_units(w)
 
     def run(self, poll_s: float) -> Outcome:
+        poll_s = min([poll_s, *(w.train.train.step_timeout_s / 4 for w in self.trainings)])
         while self.trainings or self.in_flight:
             self.start_trainings()
             ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=poll_s)
             for ref in ready:
                 self.collect(ref, self.in_flight.pop(ref))
+            self.stop_hung()
             for task in self.in_flight.values():
                 if task.unit is None:
                     self.progress.training(task.work.run_id, Path(task.work.run_dir))
@@ -303,7 +370,11 @@ class Scheduler:
     def start_trainings(self) -> None:
         while self.trainings and sum(t.unit is None for t in self.in_flight.values()) < self.slots:
             work = self.trainings.popleft()
-            self.in_flight[_fit.options(**nodes.on_driver_node()).remote(work.train)] = InFlight(work, None)
+            run = RunDir(Path(work.run_dir))
+            attempts.beat(run, "submitted", by="driver")
+            attempts.submitted(run)
+            watch = attempts.Watch(run, work.train.train.step_timeout_s)
+            self.in_flight[_fit.options(**nodes.on_driver_node()).remote(work.train)] = InFlight(work, None, watch=watch)
             self.progress.event(f"train    {work.run_id} started")
 
     def submit_units(self, work: RunWork) -> None:
@@ -319,10 +390,7 @@ class Scheduler:
         try:
             ray.get(ref)
         except Exception as e:  # a failed run or unit must not stop the others
-            line = record_failure(task.work, kind, name, e, first=task.work.run_id not in self.broken)
-            self.outcome.failed[" ".join(what.split())] = line
-            self.progress.event(f"{what} FAILED after {duration(time.time() - task.started)}: {line}")
-            self.broken.add(task.work.run_id)
+            self.failed(task, kind, name, e)
             return
         self.progress.event(f"{what} finished in {duration(time.time() - task.started)}")
         if task.unit is None:
@@ -333,6 +401,26 @@ class Scheduler:
         if self.left[task.work.run_id] == 0 and task.work.run_id not in self.broken:
             self.finish(task.work)
 
+    def failed(self, task: InFlight, kind: str, name: str, error: BaseException) -> None:
+        what = f"{kind:<8} {task.work.run_id} {name}".rstrip()
+        line = record_failure(task.work, kind, name, error, first=task.work.run_id not in self.broken)
+        self.outcome.failed[" ".join(what.split())] = line
+        self.progress.event(f"{what} FAILED after {duration(time.time() - task.started)}: {line}")
+        self.broken.add(task.work.run_id)
+
+    def stop_hung(self) -> None:
+        """Stop every training whose heartbeat is stale: its _fit task's process is killed, and
+        with it the Ray Train controller it owns, the controller's worker actors (a stopped
+        process included: Ray kills them with SIGKILL) and, through Ray Train's placement group
+        cleaner, their placement group."""
+        for ref, task in list(self.in_flight.items()):
+            why = task.watch.hung() if task.watch else None
+            if why and not ray.wait([ref], timeout=0)[0]:  # one that just ended is collected instead
+                ray.cancel(ref, force=True)
+                del self.in_flight[ref]
+                attempts.ended(RunDir(Path(task.work.run_dir)), "watchdog", why)
+                self.failed(task, "train", "", attempts.StepTimeout(why))
+
     def finish(self, work: RunWork) -> None:
         self.on_done(Path(work.run_dir))
         self.outcome.finished.append(work.run_id)
@@ -342,71 +430,6 @@ def execute(work: list[RunWork], on_done: Callable[[Path], None], progress: Prog
             poll_s: float = 10.0) -> Outcome:
     """Every training and unit of `work` through Ray (see Scheduler)."""
     return Scheduler(work, on_done, progress).run(poll_s)
-
-
-# --- RUN/FAILED ----------------------------------------------------------------------------------
-
-
-def record_failure(work: RunWork, kind: str, name: str, error: BaseException, first: bool) -> str:
-    """Describe the failure in RUN/FAILED (replacing an earlier attempt's when `first` of this
-    attempt, else added to its list); return it in one line for the terminal."""
-    run = RunDir(Path(work.run_dir))
-    entry = {"failed": f"{kind} {name}".strip(), **describe(error), "when": _utc_now(),
-             "after_step": _last_step(run), "steps": work.steps,
-             "logs": [str(p) for p in sorted(run.logs.glob(_log_pattern(kind, name)))]}
-    failures = [] if first or not run.failed.exists() else read_yaml(run.failed).get("failures", [])
-    write_atomic(run.failed, _literal_yaml({"run_id": work.run_id, "failures": [*failures, entry]}))
-    return f"{entry['message'][:200]} (see {run.failed} and logs/)"
-
-
-def describe(error: BaseException) -> dict:
-    """The type of what really failed (a Ray Train worker's exception, not Ray's wrapper), the
-    last line of its text, and the last TAIL_LINES lines of the whole text."""
-    root = getattr(error, "cause", None) or error  # RayTaskError(X) carries X as .cause
-    failures = getattr(root, "worker_failures", None)  # Ray Train: {rank: exception}
-    if failures:
-        root = failures[min(failures)]
-    name = type(root).__name__
-    lines = [line.rstrip() for line in _ANSI.sub("", str(error)).strip().splitlines() if line.strip()]
-    message = lines[-1] if lines else name
-    head, colon, text = message.partition(": ")
-    if colon and head.split(".")[-1] == name:  # "harness.errors.UserError: x" -> "UserError: x"
-        message = f"{name}: {text}"
-    elif not message.startswith(name):
-        message = f"{name}: {message}"
-    return {"error": name, "message": message, "error_tail": "\n".join(lines[-TAIL_LINES:])}
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the names of remote functions
-
-
-def _last_line(error: BaseException) -> str:
-    lines = [line for line in _ANSI.sub("", str(error)).strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else type(error).__name__
-
-
-def _last_step(run: RunDir) -> int:
-    """The last step in metrics.jsonl: how far the attempt got (0 before the first logged step)."""
-    return max((row.get("step", 0) for row in run.read_metrics()), default=0)
-
-
-def _log_pattern(kind: str, name: str) -> str:
-    return "worker-*.log" if kind == "train" else f"{kind}-{name.replace('/', '_')}.log"
-
-
-def _literal_yaml(data: dict) -> str:
-    """YAML with multi-line text as literal blocks, so that a traceback reads as one."""
-    class Dumper(yaml.SafeDumper):
-        pass
-
-    def text(dumper, value: str):
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
-    Dumper.add_representer(str, text)
-    return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True)
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _unit_resources(unit: Unit) -> dict:

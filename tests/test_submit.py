@@ -123,19 +123,36 @@ def test_the_job_ships_requirements_only_when_asked(tmp_path):
 # --- embedded Ray: loopback only ------------------------------------------------------------------
 
 LISTEN = """
-import json, os, psutil
-from harness import schedule
+import json, os, sys, psutil
+from harness import rendezvous, schedule
 import ray
+from ray.train import ScalingConfig
+from ray.train.torch import TorchTrainer
+
+def listening(pid):
+    rows = []
+    for p in [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True):
+        try:
+            rows += [[c.laddr.ip, c.laddr.port, p.name()] for c in p.net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN or (c.type == 2 and not c.raddr)]
+        except psutil.Error:
+            pass
+    return rows
+
+def loop(config):  # two training workers, their process group made as harness.schedule makes it
+    import torch, torch.distributed as dist
+    total = torch.ones(1)
+    dist.all_reduce(total)
+    if dist.get_rank() == 0:  # while the group and its store are up: every process of this Ray
+        with open(config["out"], "w") as f:
+            json.dump({"sum": total.item(), "rows": listening(config["driver"])}, f)
+    dist.barrier()
+
 schedule.start_embedded(schedule.runtime_env(False))
-ray.get([ray.remote(lambda: os.getpid()).remote() for _ in range(2)])
-rows = []
-for p in [psutil.Process()] + psutil.Process().children(recursive=True):
-    try:
-        rows += [[c.laddr.ip, c.laddr.port, p.name()] for c in p.net_connections(kind="inet")
-                 if c.status == psutil.CONN_LISTEN or (c.type == 2 and not c.raddr)]
-    except psutil.Error:
-        pass
-print("SOCKETS", json.dumps(rows))
+TorchTrainer(loop, train_loop_config={"out": sys.argv[1], "driver": os.getpid()},
+             scaling_config=ScalingConfig(num_workers=2),
+             torch_config=rendezvous.NodeBoundTorchConfig(backend="gloo", timeout_s=120)).fit()
+print("SOCKETS", json.dumps(listening(os.getpid()) + json.load(open(sys.argv[1]))["rows"]))
 schedule.shutdown()
 """
 
@@ -148,12 +165,15 @@ def _loopback(ip: str) -> bool:
 def test_an_embedded_ray_listens_on_loopback_only_and_its_token_file_is_private(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(tmp_path), "RAY_AUTH_MODE": None,
            "RAY_AUTH_TOKEN": None, "RAY_AUTH_TOKEN_PATH": None}
-    done = subprocess.run([sys.executable, "-c", LISTEN], capture_output=True, text=True, timeout=400,
+    done = subprocess.run([sys.executable, "-c", LISTEN, str(tmp_path / "training.json")],
+                          capture_output=True, text=True, timeout=400,
                           env={k: v for k, v in env.items() if v is not None})
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(done.stdout.split("SOCKETS ", 1)[1].splitlines()[0])
     names = {name for _, _, name in rows}
     assert {"gcs_server", "raylet"} <= names and any("DashboardAgent" in n for n in names), rows
+    assert json.loads((tmp_path / "training.json").read_text())["sum"] == 2.0  # the workers' group worked
+    assert any("RayTrainWorker" in n for n in names), rows  # sampled while they trained
     assert [row for row in rows if not _loopback(row[0])] == []
     token = tmp_path / ".ray" / "auth_token"
     assert token.is_file() and token.stat().st_mode & 0o777 == 0o600

@@ -6,13 +6,15 @@
     <suite>/<run>/eval/<entry>.json     one lm-eval result per evaluation entry ("harness" block)
     <suite>/<run>/finetune/<task>.json  one result per fine-tuning task (median over seeds)
     <suite>/<run>/FAILED          the failures of the latest attempt (harness.schedule)
+    <suite>/<run>/attempts.jsonl  each attempt at training it (harness.train.attempts)
     <suite>/<run>/DONE            the run is done: trained and every unit evaluated
 
 Every run.yaml is read through its type, harness.jobs.RunPlan (`run_records`: the suite's runs,
 each a RunRecord of its folder and its plan); one that is not a run record is a UserError naming
 it. `collect` returns `SuiteResults`; `planned_runs` gives one row per run.yaml with its state in
 words ("not started", "training unfinished at step 45 of 100; ...", "trained; evaluation
-unfinished", "training failed at step 30 of 100").
+unfinished", "training failed at step 30 of 100", "training stopped as hung at step 30 of 100")
+and its attempts at training.
 """
 
 from __future__ import annotations
@@ -29,15 +31,20 @@ from harness.evaluate.tasks import HELDOUT_TASK as HELDOUT  # the entry of held-
 from harness.data.entry import data_card
 from harness.jobs import RunPlan
 from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml
+from harness.train import attempts
 
 HELDOUT_METRICS = ("bits_per_byte", "byte_perplexity", "word_perplexity")
-RECORD_ONLY = ("workers",)  # train.json keys kept out of the tables: where each rank ran
 GROUP = ["objective", "size"]
 IDENTITY = ["run_id", "objective", "size", "seed", "scoring"]
 ZERO_SHOT_COLUMNS = [*IDENTITY, "entry", "task", "metric", "value", "stderr", "chance", "n", "num_fewshot"]
 FINETUNE_COLUMNS = [*IDENTITY, "task", "metric", "standard", "head", "value", "chance", "majority",
                     "finetune_seeds"]
-PLANNED_COLUMNS = ["run_id", "objective", "size", "seed", "scoring", "finished", "done", "state", "failures"]
+PLANNED_COLUMNS = ["run_id", "objective", "size", "seed", "scoring", "finished", "done", "state", "failures",
+                   "attempts"]
+# Keys of train.json on how and where the training went, not on what it computed: kept out of the
+# runs table, and so out of summary.csv (the report shows restarts from the planned runs' attempts;
+# `workers` says where each rank ran).
+NOT_SUMMARIZED = ("restarts", "attempts", "workers")
 
 
 @dataclass
@@ -112,7 +119,7 @@ def _run_row(train: dict, identity: dict, scores: list[dict]) -> dict:
 
     Bits per byte come from the held-out evaluation only, never from the training loss."""
     heldout = {row["metric"]: row["value"] for row in scores if row["entry"] == HELDOUT}
-    train = {key: value for key, value in train.items() if key not in (*HELDOUT_METRICS, *RECORD_ONLY)}
+    train = {key: value for key, value in train.items() if key not in (*HELDOUT_METRICS, *NOT_SUMMARIZED)}
     return train | identity | {metric: heldout.get(metric) for metric in HELDOUT_METRICS}
 
 
@@ -153,7 +160,8 @@ def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
 
 def planned_runs(suite_dir: Path) -> pd.DataFrame:
     """One row per run.yaml (PLANNED_COLUMNS): whether the run finished training (train.json) and
-    is done (DONE), its state in words, and the failures of its latest attempt (RUN/FAILED)."""
+    is done (DONE), its state in words, the failures of its latest attempt (RUN/FAILED), and its
+    attempts at training (harness.train.attempts.history)."""
     return planned_table(run_records(suite_dir), Path(suite_dir))
 
 
@@ -164,7 +172,8 @@ def planned_table(records: list[RunRecord], suite_dir: Path) -> pd.DataFrame:
         failures = read_failures(run, suite_dir)
         rows.append({"run_id": plan.run_id, "size": plan.size, "objective": plan.label, "seed": plan.seed,
                      "scoring": plan.scoring, "finished": run.train_json.exists(), "done": run.done.exists(),
-                     "state": run_state(run, plan, failures), "failures": failures})
+                     "state": run_state(run, plan, failures), "failures": failures,
+                     "attempts": attempts.history(run)})
     return pd.DataFrame(rows, columns=PLANNED_COLUMNS)
 
 
@@ -190,7 +199,8 @@ def run_state(run: RunDir, plan: RunPlan, failures: list[dict]) -> str:
         return "trained; failed: " + ", ".join(units) if units else "trained; evaluation unfinished"
     train = [f for f in failures if f.get("failed") == "train"]
     if train:
-        return f"training failed at step {train[-1].get('after_step', '?')} of {plan.steps}"
+        how = "stopped as hung" if train[-1].get("error") == "StepTimeout" else "failed"
+        return f"training {how} at step {train[-1].get('after_step', '?')} of {plan.steps}"
     logged = max((row.get("step", 0) for row in run.read_metrics()), default=0)
     latest = run.checkpoints / "latest"
     if not logged and not latest.exists():

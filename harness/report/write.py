@@ -12,6 +12,7 @@ from harness.report.sections.aggregate import aggregate_table
 from harness.report.sections.data_card import data_table
 from harness.report.sections.finetune import finetune_table
 from harness.report.sections.notes import reading_notes
+from harness.report.sections.restarts import restarts_section
 from harness.report.sections.runs import runs_table
 from harness.report.sections.training import training_table
 from harness.report.sections.unfinished import failed_table, partial_notice, unfinished_table
@@ -44,7 +45,8 @@ def render_markdown(title: str, description: str, results: SuiteResults, summary
     """report.md, its sections top to bottom; a section with nothing to show is left out."""
     absent = absent_groups(results.planned)
     parts = [f"# {title}", description.strip(), partial_notice(results.planned),
-             unfinished_table(results.planned), failed_table(results.planned), data_table(results.card),
+             unfinished_table(results.planned), failed_table(results.planned), restarts_section(results.planned),
+             data_table(results.card),
              training_table(summary, results.planned), zero_shot_table(results.zero_shot, absent),
              finetune_table(results.finetune, absent), aggregate_table(per_run, aggregate, absent),
              reading_notes(), runs_table(results.runs)]

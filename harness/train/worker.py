@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from harness.train import checkpoint
+from harness.train import attempts, checkpoint
 from harness.data.entry import PreparedData
 from harness.data.sampler import BlockSampler
 from harness.data.tokenizer import load_tokenizer
@@ -49,10 +49,14 @@ def train_worker(config: dict, node: dict | None = None) -> dict:
     rank, world = dist.get_rank(), dist.get_world_size()
     workers = _where_workers_run(node, rank, world)
     run = RunDir(plan.run_dir)
+    beat = attempts.Heartbeat(run, enabled=rank == 0)  # the scheduler's watchdog reads it
+    beat("start")
     data = plan.data
     objective = _objective(plan)
     engine = _engine(plan, objective, data)
+    beat("engine")
     step, elapsed = _resume(engine, run, rank)
+    beat.started(resumed_from_step=step)
     log = MetricsLog(run.metrics, enabled=rank == 0, after_step=step)
     sampler = BlockSampler(data.train_tokens, data.dtype, plan.block_length, seed=plan.seed)
     check_batch(objective.transform(sampler.batch(0, 0, rank, 1), np.random.default_rng(0)), plan.objective)
@@ -62,13 +66,17 @@ def train_worker(config: dict, node: dict | None = None) -> dict:
     while step < plan.steps:
         metrics = _train_step(engine, objective, sampler, plan, step, rank)
         step += 1
+        beat.step(step)
         if step % plan.train.log_every == 0 or step == plan.steps:
             log.write(_train_row(engine, plan, step, _mean_metrics(metrics), time.time() - started))
         if step % plan.train.eval_every == 0 or step == plan.steps:
             val = _validate(engine, objective, val_blocks, plan.seed)
             log.write({"kind": "val", "step": step, **val})
+            beat("val", step)
         if step % plan.train.checkpoint_every == 0 and step < plan.steps:
             _checkpoint(engine, run, step, time.time() - started, rank)
+            beat("checkpoint", step)
+    beat("finish", step)
     return _finish(engine, objective, plan, run, data, val, time.time() - started, rank, workers)
 
 
@@ -281,7 +289,7 @@ def _finish(engine, objective, plan: TrainJob, run: RunDir, data: PreparedData, 
     with _gathered(engine, plan):
         if rank == 0:
             _save_model(objective.export_model(engine.module), run, data)
-            summary = _summary(plan, val, elapsed, data) | _engine_facts(engine) | {"workers": workers}
+            summary = _summary(plan, val, elapsed, data) | _engine_facts(engine) | attempts.summary(run) | {"workers": workers}
             write_json(run.train_json, summary)
             shutil.rmtree(run.checkpoints, ignore_errors=True)
     dist.barrier()

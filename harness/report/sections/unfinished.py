@@ -42,6 +42,12 @@ def failed_table(planned: pd.DataFrame) -> str:
             for row in planned.to_dict("records") for failure in row["failures"]]
     if not rows:
         return ""
+    hung = any(failure.get("error") == "StepTimeout" for row in planned.to_dict("records") for failure in row["failures"])
     return ("## Failed runs\n\nThe failures of each run's latest attempt. `<run>/FAILED` holds each "
             "error's last lines, and `<run>/logs/` the whole output of every worker and evaluation "
-            "unit.\n\n" + markdown_table(pd.DataFrame(rows)))
+            "unit." + (_HUNG if hung else "") + "\n\n" + markdown_table(pd.DataFrame(rows)))
+
+
+_HUNG = (" A StepTimeout is a training stopped as hung: it finished no step, validation or checkpoint "
+         "for train.step_timeout_s, and was stopped, its workers with it; the next `harness run` "
+         "resumes it from its last checkpoint.")
