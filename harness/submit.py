@@ -73,7 +73,9 @@ def check_results(results: str) -> Path:
     """--results: an absolute path, the same on every node. URIs are refused (see README)."""
     if "://" in results:
         raise UserError(f"{results} is a URI; give an absolute path on storage that every node of the "
-                        "cluster mounts at the same place (URIs are not supported yet)", where="--results")
+                        "cluster mounts at the same place (NFS, Lustre, or the bucket mounted with a FUSE filesystem "
+                        "such as s3fs or gcsfuse): the harness writes results with plain file I/O on every node",
+                        where="--results")
     path = Path(results)
     if not path.is_absolute():
         raise UserError(f"{results} is relative: the job runs in a temporary copy of this checkout on "
