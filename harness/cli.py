@@ -46,10 +46,7 @@ def _parser() -> argparse.ArgumentParser:
                     "--address auto` to a Ray cluster through its Jobs API, and return. The job "
                     "carries this checkout's code and the suite; its results go to --results, an "
                     "absolute path on storage every node of the cluster mounts.")
-    sm.add_argument("suite", metavar="SUITE.yaml", type=Path)
-    sm.add_argument("--profile", default="default", help="a named profile of the suite (default: %(default)s)")
-    sm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override one setting, e.g. --set train.lr=3e-4 (repeatable)")
+    _suite_selection(sm)
     sm.add_argument("--results", required=True, metavar="DIR",
                     help="results root: an absolute path that every node of the cluster sees")
     _address_arg(sm)
@@ -131,11 +128,16 @@ def _bundle_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _suite_args(p: argparse.ArgumentParser) -> None:
+def _suite_selection(p: argparse.ArgumentParser) -> None:
+    """The suite file, its profile and overrides: every command that reads a suite."""
     p.add_argument("suite", metavar="SUITE.yaml", type=Path)
     p.add_argument("--profile", default="default", help="a named profile of the suite (default: %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set train.lr=3e-4 (repeatable)")
+
+
+def _suite_args(p: argparse.ArgumentParser) -> None:
+    _suite_selection(p)
     p.add_argument("--results", type=results_root, default=Path("results"), metavar="DIR",
                    help="results root, a folder every node sees on a cluster (default: %(default)s)")
 

@@ -9,12 +9,11 @@ error of type StepTimeout (harness.train.attempts).
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
-from harness.results import RunDir, read_yaml, write_atomic
+from harness.results import RunDir, read_yaml, utc_now, write_atomic
 from harness.units import RunWork
 
 TAIL_LINES = 30  # of an error's text, kept in RUN/FAILED (the whole output is in RUN/logs/)
@@ -77,6 +76,3 @@ def _literal_yaml(data: dict) -> str:
     Dumper.add_representer(str, text)
     return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True)
 
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

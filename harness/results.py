@@ -27,6 +27,7 @@ import json
 import os
 import secrets
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +156,8 @@ def read_jsonl(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+def utc_now() -> str:
+    """Now, in UTC, to the second (ISO 8601): the time stamp of the run records."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

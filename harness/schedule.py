@@ -40,10 +40,10 @@ import harness
 import objectives
 from harness import loopback, nodes
 from harness.errors import UserError
-from harness.failures import describe, last_line as _last_line, record_failure, utc_now as _utc_now
+from harness.failures import describe, last_line as _last_line, record_failure
 from harness.jobs import TrainJob
 from harness.progress import Progress, duration
-from harness.results import RunDir
+from harness.results import RunDir, utc_now as _utc_now
 from harness.train import attempts
 from harness.units import RunWork, Unit
 

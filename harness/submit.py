@@ -31,6 +31,7 @@ import yaml
 import harness
 import objectives
 from harness.errors import UserError
+from harness.failures import last_line as _last_line
 from harness.lock import LOCK_NAME, describe, is_stale, read_holder
 from harness.suite import deep_merge, read_with_includes
 
@@ -92,11 +93,6 @@ def client(address: str):
     except Exception as e:  # no dashboard there, or a refused token
         raise UserError(f"cannot reach the Ray Jobs API at {address}: {_last_line(e)}",
                         where="--address") from None
-
-
-def _last_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
 
 
 def refuse_busy(jobs, results: Path, suite_name: str) -> None:

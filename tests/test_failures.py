@@ -13,14 +13,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,6 +26,7 @@ import ray
 import yaml
 
 from conftest import REPO
+from ray_cluster import RayCluster
 from harness import pipeline, schedule
 from harness.errors import UserError
 from harness.jobs import RunPlan
@@ -42,7 +39,6 @@ from harness.suite import load_suite
 from harness.units import FinetuneUnit, RunWork
 from test_report import markdown_table, row
 
-RAY = Path(sys.executable).with_name("ray")
 SUITE = {
     "name": "demo", "description": "Causal LM against masked LM, at the tiny size.",
     "objectives": ["clm", "mlm"], "sizes": ["tiny"], "seeds": [0],
@@ -116,38 +112,14 @@ def test_embedded_start_that_times_out_is_cleaned_up_and_retried_with_longer_wai
 
 @pytest.fixture(scope="module")
 def token_cluster():
-    """`ray start --head` with token authentication, on its own ports and temp dir (short: Ray's
-    socket paths must fit in 107 bytes), in its own process group; killed by that group after."""
-    temp = Path(tempfile.mkdtemp(prefix="rayauth-", dir="/tmp"))
-    token, port = secrets.token_hex(32), _free_port()
-    ports = ["--port", str(port)] + [a for flag in ("node-manager", "object-manager", "ray-client-server",
-                                                    "dashboard-agent-listen", "dashboard-agent-grpc",
-                                                    "runtime-env-agent", "metrics-export")
-                                     for a in (f"--{flag}-port", str(_free_port()))]
-    head = subprocess.Popen(
-        [str(RAY), "start", "--head", "--block", "--num-cpus", "1", "--include-dashboard", "false",
-         "--disable-usage-stats", "--temp-dir", str(temp), *ports],
-        env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}, start_new_session=True,
-        stdout=(temp / "head.log").open("w"), stderr=subprocess.STDOUT)
+    """`ray start --head` with token authentication (a token of its own), on its own ports and
+    temp dir, in its own process group (tests/ray_cluster.py); stopped by that group after."""
+    cluster = RayCluster()
     try:
-        _wait_for_port(port, head)
-        yield {"address": f"127.0.0.1:{port}", "token": token}
+        cluster.start_head(num_cpus=1)
+        yield {"address": cluster.address, "token": cluster.env["RAY_AUTH_TOKEN"]}
     finally:
-        os.killpg(head.pid, signal.SIGKILL)  # its own session: only the processes it started
-        head.wait(timeout=30)
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def _wait_for_port(port: int, head: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        assert head.poll() is None, "ray start --head exited"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"ray start --head did not listen on {port}")
+        cluster.stop()
 
 
 def test_joining_a_token_cluster_without_the_token_says_what_to_set(token_cluster, cli_suite):

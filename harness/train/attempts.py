@@ -25,10 +25,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.results import RunDir, read_jsonl
+from harness.results import RunDir, read_jsonl, utc_now
 
 BEAT_EVERY_S = 1.0  # rank 0 rewrites the heartbeat after a step at most this often
 # Phases in which a run waits for Ray to place it: not judged by the watchdog (Ray Train's own
@@ -49,17 +48,13 @@ def attempts_path(run: RunDir) -> Path:
     return run.root / "attempts.jsonl"
 
 
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def beat(run: RunDir, phase: str, step: int | None = None, attempt: int | None = None, by: str = "rank 0") -> None:
     """Replace RUN/heartbeat.json. Not fsynced: it is a sign of life, not a record; a rename makes
     it whole or absent, never half written."""
     path = heartbeat_path(run)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"phase": phase, "step": step, "attempt": attempt, "time": _utc_now(),
+    tmp.write_text(json.dumps({"phase": phase, "step": step, "attempt": attempt, "time": utc_now(),
                                "unix": time.time(), "by": by}))
     os.replace(tmp, path)
 
@@ -90,14 +85,14 @@ class Heartbeat:
         """Record the attempt in RUN/attempts.jsonl, now that it has resumed."""
         if self.enabled:
             self.attempt = 1 + sum(row.get("event") == "started" for row in read(self.run))
-            _append(self.run, {"event": "started", "attempt": self.attempt, "when": _utc_now(),
+            _append(self.run, {"event": "started", "attempt": self.attempt, "when": utc_now(),
                                "resumed_from_step": resumed_from_step})
             self("resumed", resumed_from_step)
 
 
 def submitted(run: RunDir) -> None:
     """Record that a `harness run` submitted the run (the driver)."""
-    _append(run, {"event": "submitted", "when": _utc_now()})
+    _append(run, {"event": "submitted", "when": utc_now()})
 
 
 def ended(run: RunDir, by: str, error: str) -> None:
@@ -105,7 +100,7 @@ def ended(run: RunDir, by: str, error: str) -> None:
     last end)."""
     rows = [row for row in read(run) if row.get("event") in ("started", "ended")]
     if rows and rows[-1]["event"] == "started":
-        _append(run, {"event": "ended", "when": _utc_now(), "by": by, "error": error})
+        _append(run, {"event": "ended", "when": utc_now(), "by": by, "error": error})
 
 
 def read(run: RunDir) -> list[dict]:
