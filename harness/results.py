@@ -38,14 +38,14 @@ import yaml
 SUITE_RECORD = "suite.json"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it into place. The file gets
-    the permissions the umask gives, as `open` would (mkstemp's 0600 would hide results on shared
-    storage from colleagues)."""
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write `text` (or bytes) to a temporary file beside `path`, then rename it into place. The
+    file gets the permissions the umask gives, as `open` would (mkstemp's 0600 would hide results
+    on shared storage from colleagues)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_beside(path)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

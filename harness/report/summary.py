@@ -3,12 +3,16 @@
     wide       one row per run, one column per number: the training summary, held-out text,
                `<task>:<metric>`, `finetune:<task>:<metric>` and `aggregate:<key>`
     summarize  per objective x size: seeds, scoring, and `<column>_mean`, `_ci_low`, `_ci_high`
+    parquet    summary.parquet: the same table with typed columns (text as strings, seeds as
+               integers, every number as float64, even a column with no value in any row)
 
 The suite's aggregate (harness.aggregate) is chosen here and computed per run, for the wide
 table and for the report's aggregate section.
 """
 
 from __future__ import annotations
+
+import io
 
 import pandas as pd
 
@@ -81,3 +85,16 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
             row[f"{col}_mean"], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = mean_ci(group[col])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+TEXT_COLUMNS = ("objective", "size", "scoring")
+
+
+def parquet(summary: pd.DataFrame) -> bytes:
+    """summary.parquet's bytes: `summary` with typed columns, so that a reader gets numbers as
+    numbers and names as strings without guessing (a CSV column of blanks reads as text)."""
+    types = {col: "string" if col in TEXT_COLUMNS else "int64" if col == "seeds" else "float64"
+             for col in summary.columns}
+    buffer = io.BytesIO()
+    summary.astype(types).to_parquet(buffer, index=False, engine="pyarrow")
+    return buffer.getvalue()

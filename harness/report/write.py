@@ -17,12 +17,12 @@ from harness.report.sections.runs import runs_table
 from harness.report.sections.training import training_table
 from harness.report.sections.unfinished import failed_table, partial_notice, unfinished_table
 from harness.report.sections.zero_shot import zero_shot_table
-from harness.report.summary import choose_aggregate, run_aggregates, summarize, wide
+from harness.report.summary import choose_aggregate, parquet, run_aggregates, summarize, wide
 from harness.results import write_atomic
 
 
 def write_report(suite_dir: Path, title: str, description: str | None = None) -> tuple[Path, Path]:
-    """summary.csv and report.md of every run under `suite_dir`, finished or not. `description`
+    """summary.csv, summary.parquet and report.md of every run under `suite_dir`, finished or not. `description`
     None: the one `harness run` recorded (suite.json). FileNotFoundError without any run.yaml."""
     suite_dir = Path(suite_dir)
     results = collect(suite_dir)
@@ -36,6 +36,7 @@ def write_report(suite_dir: Path, title: str, description: str | None = None) ->
         summary = summarize(wide(results, per_run, aggregate))
     csv_path, md_path = suite_dir / "summary.csv", suite_dir / "report.md"
     write_atomic(csv_path, summary.to_csv(index=False))
+    write_atomic(suite_dir / "summary.parquet", parquet(summary))
     write_atomic(md_path, render_markdown(title, description, results, summary, aggregate, per_run))
     return csv_path, md_path
 
