@@ -11,7 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scipy import stats
+
 from harness.analysis.curves import Curve, distinct, fit_curve
+from harness.analysis.paired import (
+    mde_sentence,
+    min_detectable_effect,
+    paired_table,
+    seed_interval,
+    seeds_needed,
+    win_matrix,
+)
 from harness.analysis.scaling import crossing, crossover_sentence, crossovers, fit_table
 from harness.errors import UserError
 
@@ -147,3 +157,106 @@ def test_bad_runs_tables_are_user_errors():
         fit_table(runs.assign(flops_spent=0.0), "bpb")
     with pytest.raises(UserError, match="unknown curve kind 'powr'"):
         fit_table(runs, "bpb", kind="powr")
+
+
+def paired_scores(diff=0.05, seeds=5, sd=0.01, seed=0) -> pd.DataFrame:
+    """Two objectives on two tasks; b = a - diff plus noise of sd per seed."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for task in ("glue", "hellaswag"):
+        for s in range(seeds):
+            base = 0.5 + rng.normal(0, 0.05)  # a seed effect both objectives share
+            rows += [{"objective": "clm", "seed": s, "task": task, "metric": "acc", "value": base},
+                     {"objective": "mlm", "seed": s, "task": task, "metric": "acc", "value": base - diff + rng.normal(0, sd)}]
+    return pd.DataFrame(rows)
+
+
+def test_paired_difference_interval_contains_the_known_difference():
+    table = paired_table(paired_scores())
+    assert list(table["task"]) == ["glue", "hellaswag"] and (table["n_pairs"] == 5).all()
+    for row in table.itertuples():
+        assert row.seeds_low <= 0.05 <= row.seeds_high and row.diff == pytest.approx(0.05, abs=0.01)
+        assert row.better == "clm" and row.significant and math.isnan(row.docs_low) and row.n_docs == 0
+        assert row.p_seeds == pytest.approx(2 / 2**5)  # exact sign-flip test: all five agree
+    lower = paired_table(paired_scores(), higher_is_better={"acc": False})
+    assert (lower["better"] == "mlm").all()
+    one_seed = paired_table(paired_scores(seeds=1))
+    assert math.isnan(one_seed.loc[0, "seeds_low"]) and not one_seed["significant"].any()
+
+
+def test_seed_interval_matches_a_direct_resampling():
+    """scipy's paired percentile bootstrap against numpy resampling of the same pairs, 20000
+    resamples each: the bounds agree within 0.004 (the data spread is ~0.05)."""
+    rng = np.random.default_rng(7)
+    a = rng.normal(0.5, 0.05, 12)
+    b = a - 0.02 + rng.normal(0, 0.03, 12)
+    low, high = seed_interval(a, b, n_resamples=20_000, seed=1)
+    draws = np.random.default_rng(2).integers(0, 12, size=(20_000, 12))
+    direct = np.percentile((a - b)[draws].mean(axis=1), [2.5, 97.5])
+    assert (low, high) == pytest.approx(tuple(direct), abs=0.004)
+
+
+def test_document_interval_pairs_documents_and_matches_the_normal_interval():
+    """Per-document differences of 0/1 accuracies: a is right on 60% of 400 documents, b on 50%,
+    so the interval is close to diff +- 1.96 * sd / sqrt(n)."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for s in range(2):
+        right_a, right_b = rng.random(400) < 0.6, rng.random(400) < 0.5
+        for doc in range(400):
+            rows += [{"objective": "clm", "seed": s, "task": "glue", "metric": "acc", "doc_id": str(doc), "value": float(right_a[doc])},
+                     {"objective": "mlm", "seed": s, "task": "glue", "metric": "acc", "doc_id": str(doc), "value": float(right_b[doc])}]
+    documents = pd.DataFrame(rows)
+    scores = documents.groupby(["objective", "seed", "task", "metric"], as_index=False)["value"].mean()
+    [row] = paired_table(scores, documents).itertuples()
+    per_doc = documents.pivot_table(index=["seed", "doc_id"], columns="objective", values="value")
+    per_doc = (per_doc["clm"] - per_doc["mlm"]).groupby("doc_id").mean()
+    half = 1.96 * per_doc.std() / math.sqrt(len(per_doc))
+    assert row.n_docs == 400 and row.diff == pytest.approx(per_doc.mean())
+    assert (row.docs_low, row.docs_high) == pytest.approx((per_doc.mean() - half, per_doc.mean() + half), abs=0.01)
+    # two seeds that agree in sign make the seed interval exclude 0 only if both differences do
+    assert row.significant == (row.docs_low > 0 and row.seeds_low > 0 or row.docs_high < 0 and row.seeds_high < 0)
+
+
+def test_win_matrix_on_a_hand_made_table():
+    paired = pd.DataFrame([
+        {"task": "t1", "a": "clm", "b": "mlm", "better": "clm", "significant": True},
+        {"task": "t2", "a": "clm", "b": "mlm", "better": "clm", "significant": False},
+        {"task": "t3", "a": "clm", "b": "mlm", "better": "mlm", "significant": True},
+        {"task": "t4", "a": "clm", "b": "mlm", "better": None, "significant": False},
+        {"task": "t1", "a": "clm", "b": "t5", "better": "t5", "significant": True},
+    ])
+    wins = win_matrix(paired)
+    assert wins.share.loc["clm", "mlm"] == 0.5 and wins.share.loc["mlm", "clm"] == 0.25
+    assert wins.significant.loc["clm", "mlm"] == 0.25 and wins.significant.loc["mlm", "clm"] == 0.25
+    assert wins.share.loc["t5", "clm"] == 1.0 and wins.share.loc["clm", "t5"] == 0.0
+    assert math.isnan(wins.share.loc["mlm", "t5"]) and math.isnan(wins.share.loc["clm", "clm"])
+
+
+def test_seeds_needed_against_the_noncentral_t():
+    """Cohen's d 0.5 needs 34 pairs and d 0.8 needs 15 at alpha 0.05, power 0.8 (the tables of
+    power analysis give the same); each is the first n whose power, computed here directly from
+    scipy.stats.nct, reaches 0.8."""
+    def direct_power(d, n):
+        critical = stats.t.ppf(0.975, n - 1)
+        return stats.nct.sf(critical, n - 1, d * math.sqrt(n)) + stats.nct.cdf(-critical, n - 1, d * math.sqrt(n))
+
+    for d, expected in ((0.5, 34), (0.8, 15)):
+        n = seeds_needed(d * 0.02, 0.02)
+        assert n == expected and direct_power(d, n) >= 0.8 > direct_power(d, n - 1)
+    needed = [seeds_needed(diff, 1.0) for diff in (2.0, 1.0, 0.5, 0.25, 0.1)]
+    assert needed == sorted(needed) and len(set(needed)) == len(needed)
+    assert seeds_needed(0.0, 1.0) is None and seeds_needed(0.3, 0.0) == 2
+    mde = min_detectable_effect(0.02, 34)
+    assert direct_power(mde / 0.02, 34) == pytest.approx(0.8, abs=1e-6) and math.isnan(min_detectable_effect(0.02, 1))
+    assert mde_sentence(0.01, 0.02, 3) == ("With 3 seeds the suite resolves paired differences of 0.0653 or more "
+                                           "(alpha 0.05, power 0.8); the observed 0.01 would need 34 seeds.")
+
+
+def test_paired_outputs_are_deterministic_and_bad_tables_are_user_errors():
+    scores = paired_scores()
+    pd.testing.assert_frame_equal(paired_table(scores, seed=5), paired_table(scores, seed=5))
+    with pytest.raises(UserError, match="scores table lacks column.*metric"):
+        paired_table(scores.drop(columns="metric"))
+    with pytest.raises(UserError, match="two values for objective clm, seed 0, task glue"):
+        paired_table(pd.concat([scores, scores.iloc[:1]]))
