@@ -4,6 +4,7 @@ checked against scipy's own distributions and a direct resampling."""
 
 from __future__ import annotations
 
+import doctest
 import math
 import re
 
@@ -13,6 +14,9 @@ import pytest
 
 from scipy import stats
 
+import harness.analysis.curves
+import harness.analysis.paired
+import harness.analysis.scaling
 from harness.analysis.curves import Curve, distinct, fit_curve
 from harness.analysis.paired import (
     mde_sentence,
@@ -260,3 +264,8 @@ def test_paired_outputs_are_deterministic_and_bad_tables_are_user_errors():
         paired_table(scores.drop(columns="metric"))
     with pytest.raises(UserError, match="two values for objective clm, seed 0, task glue"):
         paired_table(pd.concat([scores, scores.iloc[:1]]))
+
+
+def test_the_modules_worked_examples_hold():
+    for module in (harness.analysis.curves, harness.analysis.scaling, harness.analysis.paired):
+        assert doctest.testmod(module).failed == 0
