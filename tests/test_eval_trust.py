@@ -141,6 +141,7 @@ def test_the_cache_holds_json_and_its_answers_are_served(model_dir, tasks_dir, t
     cache = tmp_path / "cache"
     cached = evaluate(model_dir, tasks_dir, tmp_path / "first", entry=HELDOUT_TASK, cache_dir=cache)
     assert cached["tasks"][HELDOUT_TASK]["metrics"] == truth and truth["bits_per_byte"] > 0
+    assert not list((tmp_path / "truth").glob("*.documents.jsonl"))  # a rolling likelihood has no per-document score
     (db,) = cache.iterdir()
     values = stored(db)
     assert len(values) == 2 and all(isinstance(json.loads(value), float) for value in values.values())

@@ -17,6 +17,7 @@ from lm_eval.api.registry import get_model
 
 from harness.errors import UserError
 from harness.evaluate.adapters import PseudoLogLikelihoodLM, left_truncate, masked_copy
+from harness.evaluate.documents import document_rows, read_documents, write_documents
 from harness.evaluate.run import (
     SCORING_MODELS,
     chance_level,
@@ -186,6 +187,14 @@ def test_evaluate_entry_writes_lm_evals_results_and_the_harness_section(model_di
     hellaswag = json.loads((out / "synthetic_hellaswag.json").read_text())["harness"]["tasks"]["synthetic_hellaswag"]
     assert set(hellaswag["metrics"]) == {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr"}
     assert not list(out.glob(".*.tmp"))
+    # each document's score beside each result; their mean is lm-eval's score
+    documents = read_documents(tmp_path)
+    assert sorted(documents["task"].unique()) == ["synthetic_glue", "synthetic_hellaswag"]
+    means = documents.groupby(["task", "metric"])["value"].mean()
+    assert set(means.index) == {("synthetic_glue", "acc"), ("synthetic_hellaswag", "acc"), ("synthetic_hellaswag", "acc_norm")}
+    for (task, metric), mean in means.items():
+        assert mean == pytest.approx(json.loads((out / f"{task}.json").read_text())["harness"]["tasks"][task]["metrics"][metric])
+    assert sorted(documents["doc_id"].unique()) == ["0", "1", "2"] and documents["value"].isin([0.0, 1.0]).all()
 
 
 def test_task_hashes_change_with_the_prompts(model_dirs, tasks_dir, tmp_path):
@@ -220,6 +229,28 @@ def test_response_cache_is_keyed_per_checkpoint(model_dirs, tasks_dir, tmp_path)
     # the uncached truth for the other model equals what it got with the shared cache
     fresh = evaluate_entry(other, "loglikelihood", "synthetic_hellaswag", tasks_dir=tasks_dir, out_dir=tmp_path / "fresh")
     assert fresh["tasks"]["synthetic_hellaswag"]["metrics"]["acc_norm"] == scores["other"][0]
+
+
+def test_document_rows_keep_numbers_name_leaves_under_a_group_and_read_back(tmp_path):
+    samples = {
+        "mmlu_anatomy": [{"doc_id": 1, "filter": "none", "metrics": ["acc"], "acc": 0.0},
+                         {"doc_id": 0, "filter": "none", "metrics": ["acc"], "acc": 1.0}],
+        "mmlu_law": [{"doc_id": 0, "filter": "none", "metrics": ["acc"], "acc": True}],
+        "gsm": [{"doc_id": 0, "filter": "strict", "metrics": ["exact_match"], "exact_match": 1}],
+        "heldout": [{"doc_id": 0, "filter": "none", "metrics": ["bits_per_byte"], "bits_per_byte": (-12.5, 40)}],
+    }
+    rows = document_rows(samples, {"mmlu": ["mmlu_anatomy", "mmlu_law"], "gsm": ["gsm"], "heldout": ["heldout"]})
+    assert [(r["task"], r["doc_id"], r["metric"], r["value"]) for r in rows] == [
+        ("mmlu", "mmlu_anatomy/0", "acc", 1.0), ("mmlu", "mmlu_anatomy/1", "acc", 0.0), ("mmlu", "mmlu_law/0", "acc", 1.0),
+        ("gsm", "0", "exact_match,strict", 1.0)]  # the held-out pair (log-likelihood, bytes) is no score
+    write_documents(tmp_path / "eval", "mmlu", rows)
+    frame = read_documents(tmp_path)
+    assert list(frame.columns) == ["task", "metric", "doc_id", "value"] and len(frame) == 4
+    write_documents(tmp_path / "eval", "mmlu", [])  # nothing to keep: no stale file either
+    assert read_documents(tmp_path).empty and list(read_documents(tmp_path).columns) == ["task", "metric", "doc_id", "value"]
+    (tmp_path / "eval" / "bad.documents.jsonl").write_text('{"task": "t"}\n')
+    with pytest.raises(UserError, match=r"bad.documents.jsonl: line 1: expected a JSON object with task, metric, doc_id, value"):
+        read_documents(tmp_path)
 
 
 def test_reported_tasks_group_tag_and_task():

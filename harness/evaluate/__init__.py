@@ -5,6 +5,8 @@ package of the harness that imports lm_eval.
                   `eval.tasks` with the model class for the objective's scoring method, written
                   to `eval/<entry>.json` with the rows, metrics and chance level the report shows;
                   `register_models` makes the harness's model classes known to lm-eval
+    documents.py  each document's score beside an entry's result (`<entry>.documents.jsonl`)
+                  and `read_documents`, for the report's paired comparisons
     tasks.py      where tasks come from (shipped YAML templates in `tasks/`, an offline bundle,
                   lm-eval's stock registry), `materialize_tasks`, and the `check_tasks` preflight
     weights.py    `safetensors_weights` (only safetensors is loaded) and `model_sha256`
@@ -15,6 +17,6 @@ package of the harness that imports lm_eval.
                   lm-eval model classes for prefix LMs and UL2, encoder-decoders, ELECTRA
     finetune.py   the fine-tuning track: a classification head on each model, trained per task
 
-Importing this package imports nothing heavy: `tasks.py` and `weights.py` are light (the report
+Importing this package imports nothing heavy: `tasks.py`, `weights.py` and `documents.py` are light (the report
 reads `HELDOUT_TASK`); `run.py`, the model classes and `finetune.py` import lm_eval or torch.
 """

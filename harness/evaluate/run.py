@@ -7,7 +7,8 @@ runs lm-eval's `simple_evaluate` on one entry (a task, a group such as `mmlu`, o
 `glue`) with the model class for the objective's scoring method (`SCORING_MODELS`), and writes
 `out_dir/<entry>.json`: lm-eval's own results (configs, versions, seeds, batch size, n-shot,
 task hashes) plus a `harness` section with the scoring method, the chance level and plain metric
-names of the rows the report shows.
+names of the rows the report shows; and beside it `out_dir/<entry>.documents.jsonl`, each
+document's score (harness.evaluate.documents).
 
 This module imports lm_eval and transformers: import it where evaluation runs, not on a light
 path (the pipeline imports it inside the function that evaluates).
@@ -28,6 +29,7 @@ from lm_eval.utils import handle_non_serializable, hash_string
 from harness import runtime
 from harness.errors import UserError, did_you_mean
 from harness.evaluate.cache import json_response_cache
+from harness.evaluate.documents import document_rows, write_documents
 from harness.evaluate.tasks import HELDOUT_TASK, check_names, task_manager
 from harness.evaluate.weights import model_sha256
 from harness.results import write_atomic
@@ -57,7 +59,8 @@ def evaluate_entry(model_dir: Path, scoring: str, entry: str, *, tasks_dir: Path
                    bundle: Path | None = None, num_fewshot: int | None = None, batch_size: int = 32,
                    limit: int | None = None, seed: int = 0, device: str | None = None,
                    model_args: dict | None = None, cache_dir: Path | None = None) -> dict:
-    """Evaluate the model saved in `model_dir` on one task, group or tag; write `out_dir/<entry>.json`.
+    """Evaluate the model saved in `model_dir` on one task, group or tag; write `out_dir/<entry>.json`
+    and its per-document scores `out_dir/<entry>.documents.jsonl`.
 
     Returns the file's `harness` section: {"entry", "scoring", "model_sha256", "request",
     "tasks": {task: {"metrics", "chance", "n", "num_fewshot", "higher_is_better"}}}.
@@ -81,10 +84,13 @@ def evaluate_entry(model_dir: Path, scoring: str, entry: str, *, tasks_dir: Path
             fewshot_random_seed=seed,
             log_samples=True,  # the samples give the number of choices (the chance level) and the task hashes
         )
+    samples = results.get("samples", {})
     section = _harness_section(results, {"entry": entry, "scoring": scoring, "model": model,
                                          "model_sha256": checkpoint,
                                          "request": {"num_fewshot": num_fewshot, "limit": limit}})
     Path(out_dir).mkdir(parents=True, exist_ok=True)
+    # The documents first: the result file's existence marks the entry done.
+    write_documents(out_dir, entry, document_rows(samples, {task: _leaves(results, task) for task in section["tasks"]}))
     write_atomic(Path(out_dir) / f"{entry}.json", _to_json(results))
     return section
 
