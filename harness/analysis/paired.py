@@ -7,10 +7,12 @@ per-document difference (averaged over the paired seeds) gets a second interval,
 documents: it says whether the test set is large enough, as the seed interval says whether the
 seeds are enough.
 
-**Significant** means every interval that exists excludes 0: the seed interval (2 pairs at
-least) and, where there are documents, the document interval. No interval at all (one seed, no
-documents) is never significant. Requiring both guards against either source of noise alone:
-many documents cannot make up for seeds that disagree, nor many seeds for a tiny test set.
+**Significant** needs 2 seed pairs at least and three things at once: a paired t-test over the
+seeds (p_t < 0.05), a seed interval and, where there are documents, a document interval that
+exclude 0. The t-test is there because a percentile bootstrap of 2 or 3 seeds is the range of
+what was seen (it would call two agreeing seeds significant), while the t-test knows how little
+3 values say; it is also the test the seeds-needed line below is computed for. Requiring the
+document interval too guards against a tiny test set: many seeds cannot make up for it.
 
     task        a    b    mean_a mean_b diff   seeds_low seeds_high docs_low docs_high significant
     hellaswag   clm  mlm  0.41   0.35   0.060  0.052     0.071      0.031    0.089     True
@@ -61,7 +63,7 @@ def paired_table(scores: pd.DataFrame, documents: pd.DataFrame | None = None,
     return pd.DataFrame.from_records(rows, columns=["task", "metric", "a", "b", *_RESULT])
 
 
-_RESULT = ("mean_a", "mean_b", "diff", "seeds_low", "seeds_high", "docs_low", "docs_high", "p_seeds",
+_RESULT = ("mean_a", "mean_b", "diff", "seeds_low", "seeds_high", "docs_low", "docs_high", "p_seeds", "p_t",
            "n_pairs", "n_docs", "higher_is_better", "better", "significant")
 
 
@@ -75,12 +77,13 @@ def compare(scores: pd.DataFrame, documents: pd.DataFrame | None, a: str, b: str
     per_doc = document_differences(documents, a, b, set(pairs.index)) if documents is not None else np.array([])
     docs_low, docs_high = document_interval(per_doc, n_resamples, seed)
     intervals = [(lo, hi) for lo, hi in ((seeds_low, seeds_high), (docs_low, docs_high)) if not math.isnan(lo)]
+    p_t = t_test_p(va - vb)
     better = None if not diff or math.isnan(diff) else (a if (diff > 0) == higher_is_better else b)
     return {"mean_a": float(np.mean(va)) if len(va) else math.nan, "mean_b": float(np.mean(vb)) if len(vb) else math.nan,
             "diff": diff, "seeds_low": seeds_low, "seeds_high": seeds_high, "docs_low": docs_low,
-            "docs_high": docs_high, "p_seeds": sign_flip_p(va - vb), "n_pairs": len(pairs), "n_docs": len(per_doc),
-            "higher_is_better": higher_is_better, "better": better,
-            "significant": bool(intervals) and all(lo > 0 or hi < 0 for lo, hi in intervals)}
+            "docs_high": docs_high, "p_seeds": sign_flip_p(va - vb), "p_t": p_t, "n_pairs": len(pairs),
+            "n_docs": len(per_doc), "higher_is_better": higher_is_better, "better": better,
+            "significant": p_t < 0.05 and all(lo > 0 or hi < 0 for lo, hi in intervals)}
 
 
 def seed_interval(va: np.ndarray, vb: np.ndarray, n_resamples: int = N_RESAMPLES, seed: int = 0) -> tuple[float, float]:
@@ -110,6 +113,16 @@ def document_interval(per_doc: np.ndarray, n_resamples: int = N_RESAMPLES, seed:
     result = stats.bootstrap((per_doc,), np.mean, vectorized=True, method="percentile", n_resamples=n_resamples,
                              confidence_level=LEVEL, rng=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def t_test_p(differences: np.ndarray) -> float:
+    """Two-sided p-value of the paired t-test; NaN under 2 pairs. Differences that agree exactly
+    (no spread) and are not 0 give 0: no number of seeds would doubt them."""
+    if len(differences) < 2:
+        return math.nan
+    if np.ptp(differences) == 0:
+        return 1.0 if differences[0] == 0 else 0.0
+    return float(stats.ttest_1samp(differences, 0.0).pvalue)
 
 
 def sign_flip_p(differences: np.ndarray) -> float:
