@@ -112,6 +112,17 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild summary.csv and report.md from stored results")
     rep.add_argument("suite_dir", metavar="RESULTS/SUITE", type=Path)
     rep.set_defaults(func=_cmd_report)
+
+    cmp = sub.add_parser(
+        "compare", help="the report's paired tables across two suites that share objectives",
+        description="Compare two suites' results objective by objective: the runs of one objective, "
+                    "size and budget with the same seed in RESULTS_A and RESULTS_B are pairs, and every "
+                    "outcome the report compares gets its paired difference A - B with a bootstrap "
+                    "interval over seeds and a t-test. Prints markdown.")
+    cmp.add_argument("results_a", metavar="RESULTS_A", type=Path, help="a suite's results folder, RESULTS/SUITE")
+    cmp.add_argument("results_b", metavar="RESULTS_B", type=Path, help="another suite's results folder")
+    cmp.add_argument("--out", type=Path, metavar="FILE", help="also write the markdown to FILE")
+    cmp.set_defaults(func=_cmd_compare)
     return p
 
 
@@ -333,6 +344,16 @@ def _cmd_report(args) -> int:
     print(f"wrote {md_path} and {csv_path}")
     if notice := partial_notice(planned_runs(args.suite_dir), markdown=False):
         print(notice)
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from harness.report.compare import compare_suites
+    from harness.results import write_atomic
+    text = compare_suites(args.results_a, args.results_b)
+    if args.out is not None:
+        write_atomic(args.out, text)
+    print(text, end="")
     return 0
 
 
