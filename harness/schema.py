@@ -47,17 +47,75 @@ class ObjectiveEntry(Strict):
 
 
 class BudgetConfig(Strict):
-    """The compute every run spends: FLOPs (the default) or tokens, never both."""
+    """The compute every run spends: FLOPs (the default) or tokens, never both. Either may be a
+    list, one run per budget (a compute sweep): `budget: {flops: [1e12, 3e12, 1e13]}`, kept in
+    ascending order; `budgets` gives them one by one, each a single-value BudgetConfig."""
 
-    flops: float | None = Field(None, gt=0, description="training FLOPs per run (forward + backward)")
-    tokens: float | None = Field(None, gt=0, description="training tokens per run")
+    flops: float | list[float] | None = Field(None, description="training FLOPs per run (forward + "
+                                              "backward); a list runs every objective at each")
+    tokens: float | list[float] | None = Field(None, description="training tokens per run; a list "
+                                               "runs every objective at each")
     min_steps: int = Field(50, gt=0, description="refuse budgets that leave a run fewer optimizer steps")
+
+    @field_validator("flops", "tokens", mode="before")
+    @classmethod
+    def _amounts(cls, value, info):
+        return None if value is None else _positive_amounts(value, ("budget", info.field_name))
 
     @model_validator(mode="after")
     def _one_unit(self):
         if (self.flops is None) == (self.tokens is None):
             raise ValueError("give exactly one of 'flops' or 'tokens'")
         return self
+
+    @property
+    def unit(self) -> Literal["flops", "tokens"]:
+        return "flops" if self.flops is not None else "tokens"
+
+    @property
+    def budgets(self) -> list[BudgetConfig]:
+        """One single-value BudgetConfig per budget, smallest first."""
+        values = getattr(self, self.unit)
+        return [BudgetConfig(**{self.unit: v, "min_steps": self.min_steps})
+                for v in (values if isinstance(values, list) else [values])]
+
+    @property
+    def amount(self) -> float:
+        """The one budget of a single-value BudgetConfig."""
+        value = getattr(self, self.unit)
+        if isinstance(value, list):
+            raise ValueError("a list of budgets has no single amount; use `budgets`")
+        return value
+
+
+def _positive_amounts(value, key: tuple) -> float | list[float]:
+    """A budget given as one number, or a list of distinct numbers (sorted): each > 0."""
+    if not isinstance(value, list):
+        return _positive(value, key)
+    if not value:
+        raise KeyedError(key, "expected a number or a non-empty list of numbers")
+    amounts, seen = [], {}
+    for i, item in enumerate(value):
+        amount = _positive(item, (*key, i))
+        if amount in seen:
+            raise KeyedError((*key, i), f"{amount:g} is already {_spelled((*key, seen[amount]))}")
+        seen[amount] = i
+        amounts.append(amount)
+    return sorted(amounts)
+
+
+def _positive(value, key: tuple) -> float:
+    try:  # YAML reads 1e12 (no dot) as text: accept what reads as a number
+        amount = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        amount = None
+    if amount is None or not amount > 0 or amount == float("inf"):
+        raise KeyedError(key, f"expected a number greater than 0 (got {value!r})")
+    return amount
+
+
+def _spelled(key: tuple) -> str:
+    return "".join(f"[{k}]" if isinstance(k, int) else (f".{k}" if i else k) for i, k in enumerate(key))
 
 
 class TrainConfig(Strict):
