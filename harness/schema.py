@@ -123,7 +123,12 @@ class TrainConfig(Strict):
     grad_accum: int = Field(1, gt=0, description="micro-steps per optimizer step")
     lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW)")
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of steps in linear warmup")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final learning rate / peak after cosine decay")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final learning rate / peak after the decay")
+    schedule: Literal["cosine", "wsd"] = Field("cosine", description="cosine: warmup, then cosine decay "
+                                               "over the run; wsd: warmup, constant peak, then linear "
+                                               "decay over the last decay_fraction of the steps, the "
+                                               "warmup as long for every budget (that of the smallest)")
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="share of steps in wsd's final decay")
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = Field(1.0, ge=0, description="gradient norm clipping; 0 turns it off")
@@ -136,6 +141,13 @@ class TrainConfig(Strict):
     step_timeout_s: float = Field(600.0, gt=0, description="a run with no training step (or "
                                   "validation, or checkpoint) finished for this long is stopped and "
                                   "failed as hung; not part of the run's identity")
+
+    @model_validator(mode="after")
+    def _room_for_the_plateau(self):
+        if self.schedule == "wsd" and self.warmup_fraction + self.decay_fraction > 1:
+            raise KeyedError(("train", "decay_fraction"), f"warmup_fraction ({self.warmup_fraction}) + "
+                             f"decay_fraction ({self.decay_fraction}) exceed the run: keep their sum <= 1")
+        return self
 
 
 class ResourcesConfig(Strict):
