@@ -194,10 +194,11 @@ def _cmd_validate(args) -> int:
     print(f"data: {data.n_train_tokens:,} training tokens, {data.n_val_tokens:,} validation tokens, "
           f"vocabulary {data.vocab_size} ({data.root})")
     w = max(len(p.run_id) for p in plans)
-    print(f"{'run':<{w}} {'architecture':<15} {'params':>10} {'FLOPs/step':>11} {'steps':>6} "
+    unit = "budget (tokens)" if suite.budget.unit == "tokens" else "budget (FLOPs)"
+    print(f"{'run':<{w}} {'architecture':<15} {'params':>10} {unit:>15} {'FLOPs/step':>11} {'steps':>6} "
           f"{'tokens':>12} {'FLOPs':>10}")
     for p in plans:
-        print(f"{p.run_id:<{w}} {p.architecture:<15} {p.params:>10,} {p.flops_per_step:>11.3g} "
+        print(f"{p.run_id:<{w}} {p.architecture:<15} {p.params:>10,} {p.budget:>15.4g} {p.flops_per_step:>11.3g} "
               f"{p.steps:>6} {p.total_tokens:>12,} {p.total_flops:>10.3g}")
     return 0
 

@@ -9,7 +9,7 @@ light (pydantic and the schema only), so that reading a record costs no torch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
@@ -64,6 +64,9 @@ class RunPlan(TrainJob):
     defines_likelihood: bool
     scoring_args: dict[str, Any]
     eval: EvalConfig = Field(repr=False)
+    # The run's own budget (one of a sweep's); None in run.yaml files written before sweeps.
+    budget: float | None = None
+    budget_unit: Literal["flops", "tokens"] | None = None
 
     def record(self) -> dict:
         """run.yaml's content: plain YAML types, paths as text."""

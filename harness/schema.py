@@ -47,11 +47,20 @@ class ObjectiveEntry(Strict):
 
 
 class BudgetConfig(Strict):
-    """The compute every run spends: FLOPs (the default) or tokens, never both."""
+    """The compute every run spends: FLOPs (the default) or tokens, never both. Either may be a
+    list, one run per budget (a compute sweep): `budget: {flops: [1e12, 3e12, 1e13]}`, kept in
+    ascending order; `budgets` gives them one by one, each a single-value BudgetConfig."""
 
-    flops: float | None = Field(None, gt=0, description="training FLOPs per run (forward + backward)")
-    tokens: float | None = Field(None, gt=0, description="training tokens per run")
+    flops: float | list[float] | None = Field(None, description="training FLOPs per run (forward + "
+                                              "backward); a list runs every objective at each")
+    tokens: float | list[float] | None = Field(None, description="training tokens per run; a list "
+                                               "runs every objective at each")
     min_steps: int = Field(50, gt=0, description="refuse budgets that leave a run fewer optimizer steps")
+
+    @field_validator("flops", "tokens", mode="before")
+    @classmethod
+    def _amounts(cls, value, info):
+        return None if value is None else _positive_amounts(value, ("budget", info.field_name))
 
     @model_validator(mode="after")
     def _one_unit(self):
@@ -59,13 +68,67 @@ class BudgetConfig(Strict):
             raise ValueError("give exactly one of 'flops' or 'tokens'")
         return self
 
+    @property
+    def unit(self) -> Literal["flops", "tokens"]:
+        return "flops" if self.flops is not None else "tokens"
+
+    @property
+    def budgets(self) -> list[BudgetConfig]:
+        """One single-value BudgetConfig per budget, smallest first."""
+        values = getattr(self, self.unit)
+        return [BudgetConfig(**{self.unit: v, "min_steps": self.min_steps})
+                for v in (values if isinstance(values, list) else [values])]
+
+    @property
+    def amount(self) -> float:
+        """The one budget of a single-value BudgetConfig."""
+        value = getattr(self, self.unit)
+        if isinstance(value, list):
+            raise ValueError("a list of budgets has no single amount; use `budgets`")
+        return value
+
+
+def _positive_amounts(value, key: tuple) -> float | list[float]:
+    """A budget given as one number, or a list of distinct numbers (sorted): each > 0."""
+    if not isinstance(value, list):
+        return _positive(value, key)
+    if not value:
+        raise KeyedError(key, "expected a number or a non-empty list of numbers")
+    amounts, seen = [], {}
+    for i, item in enumerate(value):
+        amount = _positive(item, (*key, i))
+        if amount in seen:
+            raise KeyedError((*key, i), f"{amount:g} is already {_spelled((*key, seen[amount]))}")
+        seen[amount] = i
+        amounts.append(amount)
+    return sorted(amounts)
+
+
+def _positive(value, key: tuple) -> float:
+    try:  # YAML reads 1e12 (no dot) as text: accept what reads as a number
+        amount = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        amount = None
+    if amount is None or not amount > 0 or amount == float("inf"):
+        raise KeyedError(key, f"expected a number greater than 0 (got {value!r})")
+    return amount
+
+
+def _spelled(key: tuple) -> str:
+    return "".join(f"[{k}]" if isinstance(k, int) else (f".{k}" if i else k) for i, k in enumerate(key))
+
 
 class TrainConfig(Strict):
     micro_batch_size: int = Field(16, gt=0, description="sequences per worker per micro-step")
     grad_accum: int = Field(1, gt=0, description="micro-steps per optimizer step")
     lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW)")
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of steps in linear warmup")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final learning rate / peak after cosine decay")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final learning rate / peak after the decay")
+    schedule: Literal["cosine", "wsd"] = Field("cosine", description="cosine: warmup, then cosine decay "
+                                               "over the run; wsd: warmup, constant peak, then linear "
+                                               "decay over the last decay_fraction of the steps, the "
+                                               "warmup as long for every budget (that of the smallest)")
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="share of steps in wsd's final decay")
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = Field(1.0, ge=0, description="gradient norm clipping; 0 turns it off")
@@ -78,6 +141,13 @@ class TrainConfig(Strict):
     step_timeout_s: float = Field(600.0, gt=0, description="a run with no training step (or "
                                   "validation, or checkpoint) finished for this long is stopped and "
                                   "failed as hung; not part of the run's identity")
+
+    @model_validator(mode="after")
+    def _room_for_the_plateau(self):
+        if self.schedule == "wsd" and self.warmup_fraction + self.decay_fraction > 1:
+            raise KeyedError(("train", "decay_fraction"), f"warmup_fraction ({self.warmup_fraction}) + "
+                             f"decay_fraction ({self.decay_fraction}) exceed the run: keep their sum <= 1")
+        return self
 
 
 class ResourcesConfig(Strict):

@@ -195,7 +195,7 @@ def test_a_submitted_suite_runs_after_the_submitter_exits_and_the_second_submit_
     second = two_runs["second"]
     assert second.returncode == 2 and f"Ray job {job_id}" in second.stderr, second.stderr[-2000:]
     assert two_runs["state"] == "SUCCEEDED", logs[-4000:]
-    assert re.search(r"train +clm-tiny-s0-\w+ started", logs) and "report: " in logs
+    assert re.search(r"train +clm-tiny-s0-[\w.]+-\w+ started", logs) and "report: " in logs
     holders = [json.loads(h) for h in two_runs["holders"] if h.strip()]
     assert holders and all(h.get("ray_job") == job_id for h in holders)  # the lock names the job
     token = ray.env["RAY_AUTH_TOKEN"]

@@ -51,14 +51,17 @@ def prepared_data(root: Path) -> PreparedData:
         entropy_bits_per_byte=0.2205)
 
 
-def write_plan(run: Path, objective: str, seed: int, data: PreparedData, aggregate=None) -> RunPlan:
+def write_plan(run: Path, objective: str, seed: int, data: PreparedData, aggregate=None,
+               budget: float | None = None) -> RunPlan:
     """RUN/run.yaml as `harness run` writes it: the run's plan, of which the report reads the
-    identity, the steps, the data and the eval section."""
+    identity, the steps, the data and the eval section. Without `budget`, as harnesses wrote it
+    before budgets could be lists (no budget: the report takes the FLOPs of its 100 steps)."""
     cls = registry.get(objective)
     plan = RunPlan(
         run_id=run.name, suite=run.parent.name, objective=objective, label=objective, objective_config={},
         architecture=cls.architecture, scoring=cls.scoring, defines_likelihood=cls.defines_likelihood,
-        size="mini", seed=seed, steps=100, warmup_steps=5, flops_per_step=6.0e10, tokens_per_step=4096,
+        size="mini", seed=seed, steps=round((budget or 6e12) / 6e10), warmup_steps=5, flops_per_step=6.0e10,
+        tokens_per_step=4096, budget=budget, budget_unit=budget and "flops",
         params=1_200_000, params_trained=1_300_000, seq_len=128, block_length=128,
         scoring_args={"max_length": 128}, run_dir=run, data=data, train=TrainConfig(),
         resources=ResourcesConfig(), eval=EvalConfig(tasks=list(SCORES.get(objective, [])), aggregate=aggregate))
@@ -85,26 +88,29 @@ def finetune_file(task: str, objective: str, median: float) -> dict:
             "chance": 0.0 if metric == "mcc" else 0.55, "runs": runs, "median": {"acc": median, "mcc": median}}
 
 
-def write_run(suite: Path, objective: str, seed: int, data: PreparedData, aggregate=None) -> Path:
-    run_id = f"{objective}-mini-s{seed}-0123abcd"
+def write_run(suite: Path, objective: str, seed: int, data: PreparedData, aggregate=None,
+              budget: float | None = None, gain: float = 0.0) -> Path:
+    """A finished run; with `budget`, of a sweep (its id names the budget, `gain` is added to
+    every zero-shot score and taken from the held-out bits per byte)."""
+    run_id = f"{objective}-mini-s{seed}-{f'{budget:g}-'.replace('+', '') if budget else ''}0123abcd"
     run = suite / run_id
     likelihood = objective in HELDOUT_BPB
-    write_plan(run, objective, seed, data, aggregate)
+    plan = write_plan(run, objective, seed, data, aggregate, budget)
     write_json(run / "train.json", {
-        "run_id": run_id, "objective": objective, "size": "mini", "seed": seed, "steps": 100,
-        "tokens_seen": 409_600, "flops_spent": 6.0e12 * (1 + seed / 1000), "flops_per_step": 6.0e10,
+        "run_id": run_id, "objective": objective, "size": "mini", "seed": seed, "steps": plan.steps,
+        "tokens_seen": 4096 * plan.steps, "flops_spent": plan.total_flops * (1 + seed / 1000), "flops_per_step": 6.0e10,
         "params": 1_200_000, "params_trained": 1_300_000, "val_loss": 2.0 + seed / 10, "val_accuracy": 0.4,
         "bits_per_byte": 1.5 if likelihood else None,  # from the training loss: not the report's
         "wall_time_s": 60.0 + seed, "uniform_loss": math.log(512),
         "workers": [{"rank": 0, "node_id": f"node{seed}", "node_ip": "10.0.0.1", "host": "h"}]})
     for task, values in SCORES[objective].items():
-        acc = values[seed]
+        acc = values[seed] + gain
         metrics = {"acc": acc, "acc_stderr": 0.02 + seed / 100}
         if task == "synthetic_hellaswag":  # acc_norm is what synthetic-core reads; acc is lower
             metrics = {"acc": acc - 0.05, "acc_stderr": 0.02, "acc_norm": acc, "acc_norm_stderr": 0.02}
         write_json(run / "eval" / f"{task}.json", lm_eval_file(task, task, SCORING[objective], metrics, CHANCE[task]))
     if likelihood:
-        bpb = HELDOUT_BPB[objective][seed]
+        bpb = HELDOUT_BPB[objective][seed] - gain
         metrics = {"bits_per_byte": bpb, "byte_perplexity": 2 ** bpb, "word_perplexity": 30.0}
         write_json(run / "eval" / "harness_heldout.json",
                    lm_eval_file("harness_heldout", "harness_heldout", SCORING[objective], metrics, None))
@@ -143,7 +149,7 @@ def test_zero_shot_table_gives_mean_ci_centered_and_each_objectives_scoring(suit
     rows = markdown_table(report, "Zero-shot")
     glue = row(rows, task="synthetic_glue", metric="acc", objective="clm")
     assert glue == {"task": "synthetic_glue", "metric": "acc", "n-shot": "0", "chance": "0.500", "objective": "clm",
-                    "size": "mini", "scoring": "loglikelihood", "mean": "0.650", "95% CI": "[0.600, 0.700]",
+                    "size": "mini", "budget": "6e12 FLOPs", "scoring": "loglikelihood", "mean": "0.650", "95% CI": "[0.600, 0.700]",
                     "centered": "0.300", "stderr (lm-eval)": "0.030"}
     mlm = row(rows, task="synthetic_glue", metric="acc", objective="mlm")
     assert (mlm["scoring"], mlm["mean"], mlm["95% CI"], mlm["centered"]) == (
@@ -170,7 +176,7 @@ def test_finetune_table_averages_the_medians_over_pretraining_seeds(suite):
     assert len(rows) == 4  # the standard metric only: acc for sst2, mcc for cola
     sst2 = row(rows, task="synthetic_sst2", objective="clm")
     assert sst2 == {"task": "synthetic_sst2", "metric": "acc", "head": "last-token", "objective": "clm",
-                    "size": "mini", "pretraining seeds": "3", "fine-tuning seeds": "3", "mean of medians": "0.820",
+                    "size": "mini", "budget": "6e12 FLOPs", "pretraining seeds": "3", "fine-tuning seeds": "3", "mean of medians": "0.820",
                     "95% CI": "[0.800, 0.840]", "baseline": "0.550", "majority acc": "0.550"}
     cola = row(rows, task="synthetic_cola", objective="mlm")
     assert (cola["metric"], cola["head"], cola["mean of medians"], cola["95% CI"], cola["baseline"]) == (
@@ -203,6 +209,9 @@ def test_summary_csv_has_mean_and_interval_of_every_score(suite):
     assert mlm["finetune:synthetic_cola:mcc_mean"] == pytest.approx(0.42)
     assert math.isnan(mlm["synthetic_rte:acc_mean"])
     assert {"flops_spent_mean", "val_loss_ci_high", "uniform_loss_mean"} <= set(summary.columns)
+    # A run.yaml without a budget (written before sweeps) is grouped at the FLOPs of its steps.
+    assert list(pd.read_csv(csv_path).columns[:5]) == ["objective", "size", "budget", "seeds", "scoring"]
+    assert (clm["budget"], mlm["budget"]) == (6e12, 6e12) and "budget_mean" not in summary
 
 
 def test_where_the_workers_ran_stays_out_of_summary_csv(suite):
@@ -290,7 +299,8 @@ def test_partial_report_names_each_unfinished_run_with_its_state(suite):
     assert row(training, objective="ul2")["seeds"] == "0 of 1" and row(training, objective="ul2")["FLOPs spent"] == "failed"
     ul2 = row(markdown_table(report, "Aggregate"), objective="ul2")
     assert (ul2["mean"], ul2["runs with every task"], ul2["scoring"]) == ("failed", "0/1", "prefix-loglikelihood")
-    assert ("Not here, for want of a finished run: ul2 (mini, failed), prefix_lm (mini, missing)."  # unfinished-run
+    assert ("Not here, for want of a finished run: ul2 (mini, 6e12 FLOPs, failed), prefix_lm (mini, 6e12 FLOPs, "
+            "missing)."  # unfinished-run
             in report.split("## Zero-shot")[1])
 
 
@@ -316,3 +326,31 @@ def test_a_run_yaml_that_is_not_a_run_record_is_a_user_error_naming_it(suite):
     with pytest.raises(UserError, match="not a run record of this harness") as err:
         write_report(suite, "Demo")
     assert err.value.where == str(foreign)
+
+
+def test_a_sweep_has_a_row_per_budget_smallest_first(tmp_path):
+    """clm and mlm at 3e12 and 1.2e13 FLOPs, two seeds each; mlm's larger budget never trained."""
+    suite, data = tmp_path / "sweep", prepared_data(tmp_path / "data")
+    for seed in range(2):
+        for objective in ("clm", "mlm"):
+            write_run(suite, objective, seed, data, budget=3e12)
+        write_run(suite, "clm", seed, data, budget=1.2e13, gain=0.1)
+        write_plan(suite / f"mlm-mini-s{seed}-1.2e13-0123abcd", "mlm", seed, data, budget=1.2e13)
+    csv_path, md_path = write_report(suite, "Sweep")
+    summary = pd.read_csv(csv_path)
+    assert list(zip(summary["objective"], summary["budget"], summary["seeds"])) == [
+        ("clm", 3e12, 2), ("mlm", 3e12, 2), ("clm", 1.2e13, 2)]  # in run-id order 1.2e13 comes first
+    clm = summary[summary["objective"] == "clm"].set_index("budget")
+    assert clm.loc[1.2e13, "synthetic_glue:acc_mean"] == pytest.approx(clm.loc[3e12, "synthetic_glue:acc_mean"] + 0.1)
+    assert clm.loc[1.2e13, "bits_per_byte_mean"] == pytest.approx(0.92 - 0.1)
+    assert clm.loc[1.2e13, "steps_mean"] == 4 * clm.loc[3e12, "steps_mean"] == 200
+    report = md_path.read_text()
+    training = markdown_table(report, "Training")
+    assert [(r["objective"], r["budget"], r["seeds"]) for r in training] == [
+        ("clm", "3e12 FLOPs", "2"), ("mlm", "3e12 FLOPs", "2"), ("clm", "1.2e13 FLOPs", "2"),
+        ("mlm", "1.2e13 FLOPs", "0 of 2")]
+    glue = [r for r in markdown_table(report, "Zero-shot") if r["task"] == "synthetic_glue" and r["objective"] == "clm"]
+    assert [(r["budget"], r["mean"]) for r in glue] == [("3e12 FLOPs", "0.625"), ("1.2e13 FLOPs", "0.725")]
+    aggregate = markdown_table(report, "Aggregate")
+    assert row(aggregate, objective="mlm", budget="1.2e13 FLOPs")["mean"] == "missing"
+    assert "mlm (mini, 1.2e13 FLOPs, missing)" in report.split("## Zero-shot")[1]

@@ -94,3 +94,27 @@ def test_two_configs_of_one_objective_get_distinct_labels(tmp_path):
     data["objectives"].append({"name": "mlm", "config": {"mask_rate": 0.3}})
     with pytest.raises(UserError, match=r"objectives\[2\]: 'mlm\(mask_rate=0.3\)' is already objectives\[1\]"):
         load_suite(_write(tmp_path, data))
+
+
+def test_a_list_of_budgets_is_sorted_and_split_into_single_budgets(tmp_path):
+    suite = load_suite(_write(tmp_path, {**BASE, "budget": {"flops": ["3e12", 1e12, 1.0e13], "min_steps": 7}}))
+    assert suite.budget.flops == [1e12, 3e12, 1e13] and suite.budget.unit == "flops"
+    singles = suite.budget.budgets
+    assert [b.flops for b in singles] == [1e12, 3e12, 1e13]
+    assert all(b.tokens is None and b.min_steps == 7 and b.amount == b.flops for b in singles)
+    one = load_suite(_write(tmp_path, {**BASE, "budget": {"tokens": 2e6}})).budget
+    assert one.unit == "tokens" and [b.model_dump() for b in one.budgets] == [one.model_dump()]
+
+
+@pytest.mark.parametrize("budget, where, expected", [
+    ({"flops": [1e12, 3e12, 1e12]}, "budget.flops[2]", "1e+12 is already budget.flops[0]"),
+    ({"tokens": [2e6, -1]}, "budget.tokens[1]", "greater than 0 (got -1)"),
+    ({"flops": []}, "budget.flops", "non-empty list"),
+    ({"flops": "many"}, "budget.flops", "greater than 0 (got 'many')"),
+    ({"flops": [1e12], "tokens": [2e6]}, "budget", "exactly one of 'flops' or 'tokens'"),
+])
+def test_bad_budget_lists_name_the_entry(tmp_path, budget, where, expected):
+    with pytest.raises(UserError) as info:
+        load_suite(_write(tmp_path, {**BASE, "budget": budget}))
+    assert str(info.value).startswith(f"{tmp_path / 'suite.yaml'}: {where}:"), str(info.value)
+    assert expected in str(info.value)

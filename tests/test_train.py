@@ -1,5 +1,9 @@
 """Training on one process (no Ray): a run killed after a checkpoint resumes to exactly the
-model an uninterrupted run reaches, reading the same blocks and logging each step once."""
+model an uninterrupted run reaches, reading the same blocks and logging each step once.
+
+The run here uses the wsd schedule, a LambdaLR the harness hands DeepSpeed (harness.train.lr),
+and is killed in its decay: the schedule's state must come back from the checkpoint too.
+DeepSpeed's own cosine schedule resumes in tests/test_checkpoint.py."""
 
 from __future__ import annotations
 
@@ -7,11 +11,13 @@ import json
 import multiprocessing as mp
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from harness.plan import plan_suite
 from harness.schema import Suite
+from harness.train.lr import wsd_factor
 
 
 def _plan(tiny_data, results: Path, objective: str):
@@ -21,7 +27,8 @@ def _plan(tiny_data, results: Path, objective: str):
                  "val_fraction": 0.1, "eval_examples": 40},
         "budget": {"tokens": 40 * 8 * 32, "min_steps": 10},
         "train": {"micro_batch_size": 8, "grad_accum": 2, "log_every": 5, "eval_every": 20,
-                  "checkpoint_every": 10, "val_batches": 2},
+                  "checkpoint_every": 10, "val_batches": 2,
+                  "schedule": "wsd", "warmup_fraction": 0.1, "decay_fraction": 0.3},  # decay: steps 14-19
         "resources": {"workers_per_run": 1}})
     # budget.tokens counts grad_accum micro-steps too: 40 * 8 * 32 tokens are 20 optimizer steps
     return plan_suite(suite, tiny_data, results)[0]
@@ -79,6 +86,12 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tiny_data, tmp_path):
     def losses(rows):
         return {r["step"]: r["loss"] for r in rows if r["kind"] == "train"}
     assert losses(_rows(run)) == losses(_rows(Path(whole.run_dir)))
+    # The learning rate logged after step k is the one of step k + 1 (0-based k): wsd's, resumed too.
+    lrs = {r["step"]: r["lr"] for r in _rows(run) if r["kind"] == "train"}
+    expected = {k: whole.train.lr * wsd_factor(k, steps=20, warmup=2, decay=6, min_ratio=whole.train.min_lr_ratio)
+                for k in lrs}
+    assert whole.warmup_steps == 2 and lrs == pytest.approx(expected, rel=1e-12)
+    assert lrs == {r["step"]: r["lr"] for r in _rows(Path(whole.run_dir)) if r["kind"] == "train"}
     a = load_file(Path(whole.run_dir) / "model" / "model.safetensors")
     b = load_file(run / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

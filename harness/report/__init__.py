@@ -8,7 +8,7 @@ lm-eval result per evaluation entry (eval/<entry>.json) and one result per fine-
                 clm-mini-s0-.. clm       mini 0    loglikelihood  synthetic_glue  acc    0.61  0.5
                 clm-mini-s1-.. clm       mini 1    loglikelihood  synthetic_glue  acc    0.65  0.5
 
-and every table of the report groups such rows by objective x size: the mean over pretraining
+and every table of the report groups such rows by objective x size x budget: the mean over pretraining
 seeds (here 0.63), its 95% bootstrap interval (harness.aggregate.bootstrap_ci; (0.61, 0.65) with
 two seeds) and, against chance, the centered score ((0.63 - 0.5) / (1 - 0.5) = 0.26).
 
@@ -32,9 +32,9 @@ Where each part lives, in the order `write_report` uses them:
       notes.py             Reading this report
       runs.py              Runs
 
-A planned run is one with a run.yaml (written before training starts); an objective x size with
+A planned run is one with a run.yaml (written before training starts); an objective x size x budget with
 no finished run keeps its row in the training and aggregate tables, marked "failed" or
-"missing". summary.csv holds, per objective x size with a finished run, the mean, ci_low and
+"missing". summary.csv holds, per objective x size x budget with a finished run, the mean, ci_low and
 ci_high of every number.
 """
 

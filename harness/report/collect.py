@@ -34,13 +34,13 @@ from harness.results import SUITE_RECORD, RunDir, read_json, read_yaml
 from harness.train import attempts
 
 HELDOUT_METRICS = ("bits_per_byte", "byte_perplexity", "word_perplexity")
-GROUP = ["objective", "size"]
-IDENTITY = ["run_id", "objective", "size", "seed", "scoring"]
+GROUP = ["objective", "size", "budget"]
+IDENTITY = ["run_id", "objective", "size", "budget", "budget_unit", "seed", "scoring"]
 ZERO_SHOT_COLUMNS = [*IDENTITY, "entry", "task", "metric", "value", "stderr", "chance", "n", "num_fewshot"]
 FINETUNE_COLUMNS = [*IDENTITY, "task", "metric", "standard", "head", "value", "chance", "majority",
                     "finetune_seeds"]
-PLANNED_COLUMNS = ["run_id", "objective", "size", "seed", "scoring", "finished", "done", "state", "failures",
-                   "attempts"]
+PLANNED_COLUMNS = ["run_id", "objective", "size", "budget", "budget_unit", "seed", "scoring", "finished", "done",
+                   "state", "failures", "attempts"]
 # Keys of train.json on how and where the training went, not on what it computed: kept out of the
 # runs table, and so out of summary.csv (the report shows restarts from the planned runs' attempts;
 # `workers` says where each rank ran).
@@ -97,8 +97,8 @@ def collect(suite_dir: Path) -> SuiteResults:
     for run, plan in records:
         if not run.train_json.exists():
             continue
-        identity = {"run_id": plan.run_id, "objective": plan.label, "size": plan.size, "seed": plan.seed,
-                    "scoring": plan.scoring}
+        identity = {"run_id": plan.run_id, "objective": plan.label, "size": plan.size, **run_budget(plan),
+                    "seed": plan.seed, "scoring": plan.scoring}
         scores = [row for path in sorted(run.eval_dir.glob("*.json")) for row in eval_rows(path, plan.scoring)]
         runs.append(_run_row(read_json(run.train_json), identity, scores))
         zero_shot += [identity | row for row in scores if row["entry"] != HELDOUT]
@@ -112,6 +112,14 @@ def collect(suite_dir: Path) -> SuiteResults:
     return SuiteResults(runs, _numeric(zero_shot), _numeric(pd.DataFrame(finetune, columns=FINETUNE_COLUMNS)),
                         declared, planned_table(records, Path(suite_dir)),
                         data_card(records[0].plan.data) if records else None)
+
+
+def run_budget(plan: RunPlan) -> dict:
+    """{budget, budget_unit} of a run: its plan's, or, in a run.yaml written before budgets could
+    be lists, the FLOPs its steps spend."""
+    if plan.budget is None:
+        return {"budget": plan.steps * plan.flops_per_step, "budget_unit": "flops"}
+    return {"budget": plan.budget, "budget_unit": plan.budget_unit}
 
 
 def _run_row(train: dict, identity: dict, scores: list[dict]) -> dict:
@@ -170,7 +178,8 @@ def planned_table(records: list[RunRecord], suite_dir: Path) -> pd.DataFrame:
     rows = []
     for run, plan in records:
         failures = read_failures(run, suite_dir)
-        rows.append({"run_id": plan.run_id, "size": plan.size, "objective": plan.label, "seed": plan.seed,
+        rows.append({"run_id": plan.run_id, "size": plan.size, "objective": plan.label, **run_budget(plan),
+                     "seed": plan.seed,
                      "scoring": plan.scoring, "finished": run.train_json.exists(), "done": run.done.exists(),
                      "state": run_state(run, plan, failures), "failures": failures,
                      "attempts": attempts.history(run)})
@@ -210,11 +219,19 @@ def run_state(run: RunDir, plan: RunPlan, failures: list[dict]) -> str:
 
 
 def absent_groups(planned: pd.DataFrame) -> list[dict]:
-    """Each objective x size that is planned but has no run that finished training: how many
-    runs it planned, and "failed" when one of them failed, else "missing"."""
-    return [{"objective": objective, "size": size, "planned": len(group), "scoring": group["scoring"].iloc[0],
+    """Each objective x size x budget that is planned but has no run that finished training: how
+    many runs it planned, and "failed" when one of them failed, else "missing"."""
+    return [{"objective": objective, "size": size, "budget": budget, "budget_unit": group["budget_unit"].iloc[0],
+             "planned": len(group), "scoring": group["scoring"].iloc[0],
              "status": "failed" if group["failures"].map(bool).any() else "missing"}
-            for (objective, size), group in planned.groupby(GROUP, sort=False) if not group["finished"].any()]
+            for (objective, size, budget), group in by_budget(planned).groupby(GROUP, sort=False)
+            if not group["finished"].any()]
+
+
+def by_budget(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in ascending budget, in their order otherwise: grouped after this, a sweep's tables
+    list every objective at the smallest budget first."""
+    return frame.sort_values("budget", kind="stable")
 
 
 def _relative(path: str, root: Path) -> str:

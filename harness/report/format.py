@@ -3,11 +3,13 @@
     fmt(0.6504)              -> "0.650"        fmt(None) -> "—"
     ci_text(0.6, 0.7)        -> "[0.600, 0.700]"   (one seed: low is nan -> "—")
     mean_ci_text(summary, "val_loss") -> "2.050 [2.000, 2.100]" per row
+    budget_text(6e12, "flops") -> "6e12 FLOPs"    budget_text(2e6, "tokens") -> "2e6 tokens"
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -32,6 +34,13 @@ def mean_ci_text(summary: pd.DataFrame, col: str, digits: int = 3) -> pd.Series:
             return "—"
         return fmt(mean, digits) + ("" if is_missing(low) else " " + ci_text(low, high, digits))
     return summary.apply(cell, axis=1)
+
+
+def budget_text(value, unit: str) -> str:
+    """A run's budget as its run id writes it, with its unit."""
+    if is_missing(value):
+        return "—"
+    return re.sub(r"e\+?0*(\d)", r"e\1", f"{value:g}") + (" tokens" if unit == "tokens" else " FLOPs")
 
 
 def text_or_dash(value) -> str:
@@ -59,8 +68,9 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 def absent_note(absent: list[dict]) -> str:
-    """The sentence that names the objective x size rows a table lacks (no finished run)."""
+    """The sentence that names the objective x size x budget rows a table lacks (no finished run)."""
     if not absent:
         return ""
-    groups = ", ".join(f"{g['objective']} ({g['size']}, {g['status']})" for g in absent)
+    groups = ", ".join(f"{g['objective']} ({g['size']}, {budget_text(g['budget'], g['budget_unit'])}, "
+                       f"{g['status']})" for g in absent)
     return f" Not here, for want of a finished run: {groups}."

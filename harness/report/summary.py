@@ -1,8 +1,10 @@
-"""summary.csv: one row per objective x size, the mean and 95% interval over seeds of every number.
+"""summary.csv: one row per objective x size x budget, the mean and 95% interval over seeds of
+every number.
 
     wide       one row per run, one column per number: the training summary, held-out text,
                `<task>:<metric>`, `finetune:<task>:<metric>` and `aggregate:<key>`
-    summarize  per objective x size: seeds, scoring, and `<column>_mean`, `_ci_low`, `_ci_high`
+    summarize  per objective x size x budget: seeds, scoring, and `<column>_mean`, `_ci_low`,
+               `_ci_high`; a sweep's rows in ascending budget
     parquet    summary.parquet: the same table with typed columns (text as strings, seeds as
                integers, every number as float64, even a column with no value in any row)
 
@@ -18,7 +20,7 @@ import pandas as pd
 
 from harness.aggregate import (Aggregate, chance_of, default_aggregate, mean_ci, missing_tasks,
                                resolve_aggregate, run_aggregate)
-from harness.report.collect import GROUP, IDENTITY, SuiteResults
+from harness.report.collect import GROUP, IDENTITY, SuiteResults, by_budget
 from harness.report.format import is_missing
 
 
@@ -75,12 +77,13 @@ def _pivot(scores: pd.DataFrame, prefix: str) -> pd.DataFrame:
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per objective x size: seeds, scoring, and the mean, ci_low and ci_high over seeds of every
-    numeric column (the interval is nan with one seed)."""
-    numeric = [c for c in runs.columns if c != "seed" and pd.api.types.is_numeric_dtype(runs[c])]
+    """Per objective x size x budget: seeds, scoring, and the mean, ci_low and ci_high over seeds
+    of every numeric column (the interval is nan with one seed)."""
+    numeric = [c for c in runs.columns if c not in ("seed", "budget") and pd.api.types.is_numeric_dtype(runs[c])]
     rows = []
-    for (objective, size), group in runs.groupby(GROUP, sort=False):
-        row = {"objective": objective, "size": size, "seeds": len(group), "scoring": group["scoring"].iloc[0]}
+    for (objective, size, budget), group in by_budget(runs).groupby(GROUP, sort=False):
+        row = {"objective": objective, "size": size, "budget": budget, "seeds": len(group),
+               "scoring": group["scoring"].iloc[0]}
         for col in numeric:
             row[f"{col}_mean"], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = mean_ci(group[col])
         rows.append(row)

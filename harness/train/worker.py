@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from harness.train import attempts, checkpoint
+from harness.train import attempts, checkpoint, lr
 from harness.data.entry import PreparedData
 from harness.data.sampler import BlockSampler
 from harness.data.tokenizer import load_tokenizer
@@ -113,7 +113,7 @@ def _engine(plan: TrainJob, objective, data: PreparedData):
     model = objective.build_model(model_factory(SIZES[plan.size], vocab_size=data.vocab_size,
                                                 special=data.special_tokens, max_len=plan.seq_len,
                                                 seed=plan.seed))
-    engine, *_ = deepspeed.initialize(model=model, config=deepspeed_config(plan),
+    engine, *_ = deepspeed.initialize(model=model, config=deepspeed_config(plan), lr_scheduler=_client_scheduler(plan),
                                       model_parameters=_param_groups(model, plan.train.weight_decay))
     engine.checkpoint_engine = _weights_only_loads(engine)
     return engine
@@ -134,9 +134,10 @@ def _weights_only_loads(engine):
 
 
 def deepspeed_config(plan: TrainJob) -> dict:
-    """The DeepSpeed config of a run: ZeRO stage, AdamW, warmup then cosine decay."""
+    """The DeepSpeed config of a run: ZeRO stage, AdamW, warmup then cosine decay (under wsd, no
+    scheduler: `_client_scheduler` gives it)."""
     t = plan.train
-    return {
+    config = {
         "train_micro_batch_size_per_gpu": t.micro_batch_size,
         "gradient_accumulation_steps": t.grad_accum,
         "gradient_clipping": t.grad_clip,
@@ -152,6 +153,16 @@ def deepspeed_config(plan: TrainJob) -> dict:
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+    if t.schedule != "cosine":
+        del config["scheduler"]
+    return config
+
+
+def _client_scheduler(plan: TrainJob):
+    """wsd's LambdaLR (harness.train.lr), which DeepSpeed builds on its optimizer; None under cosine."""
+    if plan.train.schedule != "wsd":
+        return None
+    return lr.wsd_scheduler(plan.steps, plan.warmup_steps, plan.train.decay_fraction, plan.train.min_lr_ratio)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

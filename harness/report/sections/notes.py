@@ -6,8 +6,9 @@ from __future__ import annotations
 def reading_notes() -> str:
     return (
         "## Reading this report\n\n"
-        "- Every run at a size spends the same training FLOPs (counted on its real step); the "
-        "FLOPs column shows it.\n"
+        "- Every run at a size and budget spends the same training FLOPs (counted on its real step); "
+        "the FLOPs column shows it. `budget` is what the suite asked each run to spend (FLOPs or "
+        "tokens); a suite with several budgets has a row per budget.\n"
         "- `val loss` is each objective's own loss on held-out text: comparable across seeds, not "
         "across objectives (masked LM predicts 15% of tokens with both-side context). "
         "`uniform loss ln V` is the loss of a uniform guess.\n"

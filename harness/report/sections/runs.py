@@ -8,5 +8,5 @@ import pandas as pd
 def runs_table(runs: pd.DataFrame) -> str:
     if runs.empty:
         return ""
-    shown = runs[["run_id", "objective", "size", "seed", "steps", "val_loss", "wall_time_s"]]
+    shown = runs[["run_id", "objective", "size", "budget", "seed", "steps", "val_loss", "wall_time_s"]]
     return "## Runs\n\n" + shown.to_markdown(index=False)
