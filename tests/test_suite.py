@@ -67,7 +67,7 @@ def test_cli_reports_a_typo_with_exit_code_2_and_no_traceback(tmp_path):
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2
     assert done.stderr.strip() == (f"error: {path}: train.lrr: unknown key; expected one of: "
-                                   "micro_batch_size, grad_accum, lr, warmup_fraction, min_lr_ratio, "
+                                   "micro_batch_size, grad_accum, lr, warmup_fraction, min_lr_ratio, schedule, decay_fraction, "
                                    "weight_decay, betas, grad_clip, zero_stage, precision, log_every, "
                                    "eval_every, val_batches, checkpoint_every, step_timeout_s")
     assert not (tmp_path / "results").exists()  # nothing was started or written
