@@ -120,8 +120,8 @@ def t_test_p(differences: np.ndarray) -> float:
     (no spread) and are not 0 give 0: no number of seeds would doubt them."""
     if len(differences) < 2:
         return math.nan
-    if np.ptp(differences) == 0:
-        return 1.0 if differences[0] == 0 else 0.0
+    if np.ptp(differences) <= 1e-12 * max(1.0, float(np.max(np.abs(differences)))):  # equal but for rounding
+        return 1.0 if abs(differences[0]) <= 1e-12 else 0.0
     return float(stats.ttest_1samp(differences, 0.0).pvalue)
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from harness.report.answer import Answer
 from harness.report.format import ci_text, fmt, markdown_table
-from harness.report.sections.headline import budget_text
+from harness.report.sections.headline import budget_text, p_text
 
 KIND_ORDER = {"aggregate": 0, "zero-shot": 1, "fine-tuned": 2, "held-out": 3}
 
@@ -45,7 +45,7 @@ def _rows(rows: pd.DataFrame) -> pd.DataFrame:
         "a − b": rows["diff"].map(lambda d: "—" if math.isnan(d) else f"{d:+.3f}"),
         "seeds": [ci_text(lo, hi) for lo, hi in zip(rows["seeds_low"], rows["seeds_high"])],
         "documents": [ci_text(lo, hi) for lo, hi in zip(rows["docs_low"], rows["docs_high"])],
-        "t-test p": rows["p_t"].map(lambda p: "—" if math.isnan(p) else f"{p:.2g}"),
+        "t-test p": rows["p_t"].map(lambda p: "—" if math.isnan(p) else p_text(p).removeprefix("= ")),
         "resolved": rows["significant"].map({True: "yes", False: "no"}),
         "seeds n": rows["n_pairs"].astype(int).astype(str)})
 

@@ -36,9 +36,12 @@ def headline(answer: Answer, planned: pd.DataFrame) -> str:
         where = f"{budget_text(answer, budget)}, {size}"
         lines += _overall(answer, size, budget, where)
         paired = answer.paired[(answer.paired["size"] == size) & (answer.paired["budget"] == budget)]
+        outcomes = answer.outcomes[(answer.outcomes["size"] == size) & (answer.outcomes["budget"] == budget)]
         for kind in ORDER:
-            for task in sorted(paired.loc[paired["kind"] == kind, "task"].unique()):
-                lines.append(f"- **{_label(task)}** ({where}): {outcome_sentence(answer, paired, task)}")
+            for task in sorted(outcomes.loc[outcomes["kind"] == kind, "task"].unique()):
+                sentence = outcome_sentence(answer, paired, task) if (paired["task"] == task).any() else \
+                    _alone(outcomes[outcomes["task"] == task])
+                lines.append(f"- **{_label(task)}** ({where}): {sentence}")
     lines += [f"- **Against compute** ({_fit_where(fit.where, answer)}): {crossover_sentence(c, fit.what)}."
               for fit in answer.fits for c in fit.crossings if fit.x == "flops_spent"]
     if not lines:
@@ -59,7 +62,18 @@ def budget_text(answer: Answer, budget: float) -> str:
 
 
 def _label(task: str) -> str:
-    return "Held-out text, bits per byte" if task == "held-out text" else task[0].upper() + task[1:]
+    return "Held-out text, bits per byte" if task == "held-out text" else task
+
+
+def p_text(p: float) -> str:
+    """'= 0.037', or '< 0.0001' for what the t-test calls certain (seeds that agree exactly)."""
+    return "< 0.0001" if p < 1e-4 else f"= {p:.2g}"
+
+
+def _alone(rows: pd.DataFrame) -> str:
+    """The sentence for an outcome only one objective has (the others failed, or lack a task)."""
+    objective = rows["objective"].iloc[0]
+    return f"only {objective} has a value ({fmt(rows['value'].mean())}): nothing to compare."
 
 
 def outcome_sentence(answer: Answer, paired: pd.DataFrame, task: str) -> str:
@@ -79,7 +93,7 @@ def outcome_sentence(answer: Answer, paired: pd.DataFrame, task: str) -> str:
     seeds = int(row["n_pairs"])
     if row["significant"]:
         return (f"**{best}** leads{of}: {fmt(means[best])} vs {fmt(means[runner])} for {runner}, by "
-                f"{fmt(abs(diff))}{interval} over {seeds} paired seeds (t-test p = {row['p_t']:.2g}).")
+                f"{fmt(abs(diff))}{interval} over {seeds} paired seeds (t-test p {p_text(row['p_t'])}).")
     return (f"{best} {fmt(means[best])} vs {runner} {fmt(means[runner])}{of}, a difference of {fmt(abs(diff))}"
             f"{interval}: not resolved with {seeds} seed{'s' * (seeds != 1)}{_needed(answer, task, best, runner, row)}.")
 
