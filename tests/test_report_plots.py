@@ -16,7 +16,9 @@ from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.image import imread
 
 from harness.report import plots, write_report
-from test_report import suite  # noqa: F401  (the hand-made results tree, a fixture)
+import test_report
+
+suite = test_report.suite  # the hand-made results tree, a fixture
 
 NAN = math.nan
 
@@ -164,7 +166,7 @@ def test_every_plot_tolerates_an_empty_table(tmp_path):
     saved_ok(plots.bits_per_byte(val_table().iloc[0:0].assign(bits_per_byte=[]), floor=0.22), tmp_path, "e")
 
 
-def test_write_report_writes_the_plots_report_md_links(suite):  # noqa: F811
+def test_write_report_writes_the_plots_report_md_links(suite):
     run = suite / "clm-mini-s0-0123abcd"  # validation rows as the training worker logs them
     (run / "metrics.jsonl").write_text("".join(
         f'{{"kind": "val", "step": {step}, "val_loss": {3 - step / 100}}}\n' for step in (50, 100)))

@@ -80,6 +80,16 @@ def _legend(ax) -> None:
         ax.legend(fontsize="small")
 
 
+def _log_x(ax, values) -> None:
+    """A log compute axis; runs at (nearly) one budget get a decade around them, not ticks that
+    split hairs between 6.000e12 and 6.012e12."""
+    ax.set_xscale("log")
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    if low > 0 and high / low < 4:
+        centre = math.sqrt(low * high)
+        ax.set_xlim(centre / 3.3, centre * 3.3)
+
+
 def _empty(ax, what: str) -> None:
     ax.set_title(f"{ax.get_title()} (no {what} to show)")
 
@@ -106,7 +116,7 @@ def loss_curves(val: pd.DataFrame) -> Figure:
                 label=_series_label(objective, budget, several))
         if group["seed"].nunique() > 1:
             ax.fill_between(stats.index, stats["min"], stats["max"], color=colour[objective], alpha=0.2)
-    ax.set_xscale("log")
+    _log_x(ax, val["flops"])
     _legend(ax)
     return fig
 
@@ -130,7 +140,7 @@ def bits_per_byte(runs: pd.DataFrame, floor: float | None = None) -> Figure:
         ax.scatter(group["flops"], group["bits_per_byte"], color=colour[objective], alpha=0.4, s=16)
         means = group.groupby("budget")[["flops", "bits_per_byte"]].mean().sort_values("flops")
         ax.plot(means["flops"], means["bits_per_byte"], color=colour[objective], marker="o", label=objective)
-    ax.set_xscale("log")
+    _log_x(ax, runs["flops"])
     _legend(ax)
     return fig
 
@@ -169,7 +179,7 @@ def scaling_fits(points: pd.DataFrame, curves: dict[str, Callable | tuple], *, y
         ax.axvspan(crossover.low, crossover.high, color="grey", alpha=0.15)
         ax.axvline(crossover.at, color="black", linestyle="--", linewidth=1,
                    label=f"{crossover.label} ≈ {crossover.at:.2g} [{crossover.low:.2g}, {crossover.high:.2g}]")
-    ax.set_xscale("log")
+    _log_x(ax, grid)
     _legend(ax)
     return fig
 
