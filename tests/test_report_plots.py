@@ -99,7 +99,7 @@ def test_task_scores_bars_with_intervals_and_each_tasks_chance(tmp_path):
     assert [c.get_label() for c in bars] == ["clm", "mlm"]
     chance = [c for c in ax.collections if isinstance(c, LineCollection) and c.get_label() == "chance"]
     assert len(chance) == 1 and sorted(s[0][1] for s in chance[0].get_segments()) == [0.25, 0.5]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["glue", "mmlu"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["glue (acc)", "mmlu (acc)"]
     saved_ok(fig, tmp_path, "tasks")
 
 
@@ -154,7 +154,7 @@ def test_win_matrix_heat_map_blank_diagonal_and_annotations(tmp_path):
     assert len(ax.images) == 1
     assert ax.images[0].get_array().mask.diagonal().all()
     texts = sorted(t.get_text() for t in ax.texts)
-    assert len(texts) == 5 and "0.67\n(0.34 sig.)" in texts  # five off-diagonal cells with a share
+    assert len(texts) == 6 and "0.67\n(0.34 sig.)" in texts and "no shared task" in texts  # off the diagonal
     saved_ok(fig, tmp_path, "wins", twice=True)  # a colour bar: the layout must settle
     assert sorted(t.get_text() for t in plots.win_matrix(wins).axes[0].texts)[0] == "0.20"
 

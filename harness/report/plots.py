@@ -214,7 +214,9 @@ def _grouped_bars(ax, rows: pd.DataFrame, reference: str, reference_label: str) 
         x = np.arange(len(tasks))[known]
         ax.hlines(levels[known], x - BAR_WIDTH / 2, x + BAR_WIDTH / 2, color="black", linestyle="--",
                   label=reference_label)
-    ax.set_xticks(np.arange(len(tasks)), tasks, rotation=20, ha="right")
+    metric = rows.groupby("task")["metric"].first() if "metric" in rows else {}
+    ax.set_xticks(np.arange(len(tasks)), [f"{t} ({metric[t]})" if t in metric else t for t in tasks],
+                  rotation=20, ha="right")
 
 
 def _with_series(rows: pd.DataFrame) -> pd.DataFrame:
@@ -281,7 +283,8 @@ def aggregate_scores(rows: pd.DataFrame, *, name: str = "aggregate") -> Figure:
 
 def win_matrix(wins: pd.DataFrame, significant: pd.DataFrame | None = None) -> Figure:
     """The share of tasks on which the row's objective beats the column's, as a heat map, each
-    cell annotated (and with the share of significant differences, when given); the diagonal blank.
+    cell annotated (and with the share of significant differences, when given); the diagonal blank
+    and grey, as is a pair with no task in common.
 
     wins: a square table, index and columns the objectives, values in [0, 1] (NaN: no shared task).
     significant: the same shape, the share of the row's wins that are significant."""
@@ -290,20 +293,23 @@ def win_matrix(wins: pd.DataFrame, significant: pd.DataFrame | None = None) -> F
     ax = fig.add_subplot()
     values = wins.to_numpy(dtype=float).copy()
     np.fill_diagonal(values, np.nan)
-    image = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu", vmin=0.0, vmax=1.0)
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#d9d9d9")  # grey: no number, unlike 0.5's white
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, label="share of tasks won by the row")
     ax.set_xticks(range(n), list(wins.columns), rotation=30, ha="right")
     ax.set_yticks(range(n), list(wins.index))
     ax.set(title="Win matrix: row beats column", xlabel="column", ylabel="row")
     for i in range(n):
         for j in range(n):
-            if i != j and not math.isnan(values[i, j]):
+            if i != j:
                 ax.text(j, i, _cell_text(values[i, j], significant, i, j), ha="center", va="center",
                         fontsize="small", color="white" if abs(values[i, j] - 0.5) > 0.3 else "black")
     return fig
 
 
 def _cell_text(share: float, significant: pd.DataFrame | None, i: int, j: int) -> str:
+    if math.isnan(share):
+        return "no shared task"
     if significant is None or math.isnan(sig := float(significant.iloc[i, j])):
         return f"{share:.2f}"
     return f"{share:.2f}\n({sig:.2f} sig.)"
