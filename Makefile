@@ -12,17 +12,18 @@ PYTEST_ARGS ?=
 # environments never rebuild or lock each other's op.
 export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 
-.PHONY: run test venv clean
+.PHONY: run test venv browser clean
 
 run: $(STAMP)
 	$(BIN)/harness run $(SUITE)
 
-# The import contracts of pyproject.toml first (seconds), then the tests.
-test: $(STAMP)
+# The import contracts of pyproject.toml first (seconds), then the tests. The report's browser
+# test needs a headless browser: `browser` installs one where it is missing.
+test: $(STAMP) browser
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-venv: $(STAMP)
+venv: $(STAMP) browser
 
 # torch goes in first: the CUDA build where a GPU is present, else the CPU build (a local wheel
 # when pip's configuration finds one, else the CPU index), so nothing later pulls CUDA packages.
@@ -38,6 +39,28 @@ $(STAMP): pyproject.toml
 	fi
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+# Debian's chromium and its driver for tests/test_report_html.py, installed with apt-get where
+# missing (as root, or through sudo when it needs no password; nothing asks for input). Where
+# that cannot be done it says why and the tests go on: that one test is then skipped, naming why.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+		echo "browser: $$(command -v chromium) and $$(command -v chromedriver) are installed"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "browser: chromium or chromedriver is missing and there is no apt-get to install them;" \
+			"the browser test of report.html will be skipped"; \
+	else \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; \
+		elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+		else echo "browser: chromium is missing; installing it needs root (or sudo without a password):" \
+			"run 'sudo apt-get install chromium chromium-driver'; the browser test will be skipped"; exit 0; fi; \
+		echo "browser: installing chromium and chromium-driver with apt-get"; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			chromium chromium-driver </dev/null || \
+		echo "browser: apt-get could not install chromium and chromium-driver (see above);" \
+			"the browser test of report.html will be skipped"; \
+	fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info

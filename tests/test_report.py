@@ -243,8 +243,11 @@ def test_declared_aggregate_wins_and_an_unknown_one_is_a_user_error(tmp_path):
 
 def test_report_keeps_data_card_notes_and_runs(suite):
     report = write_report(suite, "Demo", "Two objectives.")[1].read_text()
-    assert report.startswith("# Demo\n\nTwo objectives.\n\n**Partial results: 5 of 6 planned runs are done.** "
-                             "1 not trained (absent from the tables).")  # the fixture's unfinished run
+    # The answer first, then the description and the partial-results notice (the fixture's unfinished run)
+    assert report.startswith("# Demo\n\n## Headline\n\n- **Overall** (6.0e12 FLOPs, mini): clm wins 5 of 7 ")
+    assert "Partial: 5 of 6 planned runs are done" in report.split("\n## ", 2)[1]
+    assert "\n\nTwo objectives.\n\n**Partial results: 5 of 6 planned runs are done.** 1 not trained (absent " \
+        "from the tables)." in report
     assert "\n## Data\n" in report
     assert "Entropy floor of the held-out text" in report and "0.2205 bits/byte" in report
     assert "centered" in report.split("## Reading this report")[1]

@@ -1,4 +1,4 @@
-"""pandas over every run of a suite: summary.csv and report.md.
+"""pandas over every run of a suite: summary.csv, report.md, its plots and report.html.
 
 Each finished run directory holds its plan (run.yaml), its training summary (train.json), one
 lm-eval result per evaluation entry (eval/<entry>.json) and one result per fine-tuning task
@@ -18,17 +18,22 @@ Where each part lives, in the order `write_report` uses them:
                            SuiteResults (runs, zero-shot, fine-tuning, declared aggregates) and
                            every planned run with its state (RUN/FAILED)
     summary.py             the suite's aggregate per run, the per-run wide table, summary.csv
-    write.py               write_report: collect, summarize, render, write both files
+    figures.py             the plots' tables from the results, written under <suite>/plots/
+    plots.py               one matplotlib Figure per plot, from plain tables; `save` (PNG + SVG)
+    html.py                report.html: report.md as one page, the plots inline
+    write.py               write_report: collect, summarize, draw, render, write every file
     format.py              numbers, intervals, "—" and markdown tables
     sections/              one module per section of report.md, top to bottom:
       (title, description)
       unfinished.py        the Partial results notice, Unfinished runs, Failed runs
+      headline.py          Headline (an anchor for the answer in sentences)
       data_card.py         Data (source, splits, tokenizer, entropy floor)
       training.py          Training at matched compute (bits per byte of held-out text from
                            the `harness_heldout` entry)
       zero_shot.py         Zero-shot evaluation
       finetune.py          Fine-tuning
       aggregate.py         Aggregate (a versioned list of tasks averaged as centered scores)
+      plots.py             Plots (each figure, linking its SVG)
       notes.py             Reading this report
       runs.py              Runs
 
