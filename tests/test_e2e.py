@@ -143,12 +143,13 @@ def test_eval_writes_only_into_the_run_directory_it_is_given(trained_suite, tmp_
 
 
 @pytest.mark.e2e
-def test_training_metrics_reach_tensorboard_and_mlflow(trained_suite):
+def test_training_metrics_reach_tensorboard_and_mlflow(trained_suite, monkeypatch):
     """Every metrics.jsonl row of every run is in the run's TensorBoard events at its step, and
     in the suite's MLflow file store: one MLflow run per harness run, tagged."""
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads file stores only when asked
     suite_path, results, _ = trained_suite
     runs = sorted(p for p in (results / "tiny_e2e").iterdir() if (p / "run.yaml").exists())
     client = MlflowClient(tracking_uri=(suite_path.parent / "mlruns").as_uri())
