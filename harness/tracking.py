@@ -221,7 +221,7 @@ class WandbRun:
         handle = wandb.init(project=config.project, entity=config.entity, mode=config.mode,
                             id=job.run_id, name=job.run_id, dir=str(run.root), resume="allow",
                             group=job.suite, tags=[f"{k}={tags[k]}" for k in ("objective", "size", "seed", "budget")],
-                            config=tags | run_params(job), settings=settings, reinit="create_new")
+                            config=tags | run_params(job), settings=settings)
         remember(run, cls.key, {"project": config.project, "mode": config.mode, "run_id": job.run_id})
         return cls(handle)
 
