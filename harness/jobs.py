@@ -16,13 +16,14 @@ from pydantic import Field, ValidationError
 from harness.data.entry import PreparedData
 from harness.errors import UserError
 from harness.results import read_yaml
-from harness.schema import EvalConfig, ResourcesConfig, Strict, TrainConfig
+from harness.schema import EvalConfig, ResourcesConfig, Strict, TrackingConfig, TrainConfig
 
 
 class TrainJob(Strict):
     """What every worker of a training run needs (harness.train), and nothing of evaluation."""
 
     run_id: str
+    suite: str
     objective: str
     objective_config: dict[str, Any]
     size: str
@@ -39,6 +40,11 @@ class TrainJob(Strict):
     data: PreparedData = Field(repr=False)
     train: TrainConfig = Field(repr=False)
     resources: ResourcesConfig = Field(repr=False)
+    # Where the metrics also go (harness.tracking); the default lets older run.yaml files read.
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, repr=False)
+    # The run's own budget (one of a sweep's; the trackers' tag); None in run.yaml files written before sweeps.
+    budget: float | None = None
+    budget_unit: Literal["flops", "tokens"] | None = None
 
     @property
     def total_flops(self) -> float:
@@ -57,16 +63,12 @@ class RunPlan(TrainJob):
     The components that do the work get only their part: `train_job()` for the training workers,
     `eval_job()` for the units of evaluation."""
 
-    suite: str
     label: str           # the objective's name in the report (two configs of one objective differ)
     architecture: str
     scoring: str
     defines_likelihood: bool
     scoring_args: dict[str, Any]
     eval: EvalConfig = Field(repr=False)
-    # The run's own budget (one of a sweep's); None in run.yaml files written before sweeps.
-    budget: float | None = None
-    budget_unit: Literal["flops", "tokens"] | None = None
 
     def record(self) -> dict:
         """run.yaml's content: plain YAML types, paths as text."""

@@ -98,7 +98,7 @@ def plan_suite(suite: Suite, data: PreparedData, results_dir: Path) -> list[RunP
                         objective_config=dict(entry.config), size=size, seed=seed,
                         run_dir=results_dir / rid, seq_len=suite.data.seq_len, data=data,
                         train=suite.train, resources=suite.resources, eval=_eval_settings(suite),
-                        steps=run_steps, warmup_steps=warmup, budget=budget.amount, budget_unit=budget.unit,
+                        tracking=suite.tracking, steps=run_steps, warmup_steps=warmup, budget=budget.amount, budget_unit=budget.unit,
                         **cost))
     return plans
 

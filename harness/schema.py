@@ -1,6 +1,6 @@
 """The schema of a suite: what each section may say, its defaults and its checks.
 
-Each section belongs to one component (data, budget, train, resources, eval); nothing
+Each section belongs to one component (data, budget, train, resources, eval, tracking); nothing
 downstream receives the whole suite. Reading the file (includes, profiles, `--set`) and turning
 validation errors into one message naming file and key is harness.suite's job. Nothing here
 imports torch or transformers: a suite is validated in a second, on any machine.
@@ -8,6 +8,7 @@ imports torch or transformers: a suite is validated in a second, on any machine.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import types
 import typing
@@ -214,6 +215,49 @@ class EvalConfig(Strict):
         return self
 
 
+TRACKING_EXTRA = "pip install objective-harness[tracking]"
+
+
+class MlflowConfig(Strict):
+    """One MLflow run per harness run, in `experiment` of the tracking server or store at `uri`."""
+
+    uri: str = Field(description="a tracking server (http://host:5000), a file store "
+                     "(file:///abs/mlruns) or a plain path (a file store, made absolute)")
+    experiment: str | None = Field(None, description="the MLflow experiment (None: the suite's name)")
+
+    @field_validator("uri")
+    @classmethod
+    def _absolute(cls, uri: str) -> str:
+        # A path means a file store; made absolute here because workers run in other folders.
+        return uri if ":" in uri else Path(uri).expanduser().resolve().as_uri()
+
+
+class WandbConfig(Strict):
+    """One Weights & Biases run per harness run, its files inside the run's folder."""
+
+    project: str = Field(description="the W&B project")
+    entity: str | None = Field(None, description="the W&B user or team (None: your default)")
+    mode: Literal["offline", "online"] = Field("offline", description="offline: written under "
+                                               "RUN/wandb/, uploaded later with `wandb sync`")
+
+
+class TrackingConfig(Strict):
+    """Experiment trackers that receive every training metric as it is logged, besides the
+    TensorBoard files every run writes (harness.tracking). Not part of a run's identity."""
+
+    mlflow: MlflowConfig | None = Field(None, description="{uri, experiment}: log to MLflow")
+    wandb: WandbConfig | None = Field(None, description="{project, entity, mode}: log to W&B")
+
+    @model_validator(mode="after")
+    def _installed(self):
+        # Refused here, before Ray starts, rather than in every training worker.
+        for key, module in (("mlflow", "mlflow"), ("wandb", "wandb")):
+            if getattr(self, key) is not None and importlib.util.find_spec(module) is None:
+                raise KeyedError(("tracking", key), f"tracking.{key} needs the {module} package, "
+                                 f"which is not installed: {TRACKING_EXTRA}")
+        return self
+
+
 class Suite(Strict):
     """One resolved suite: the base merged with a profile and overrides."""
 
@@ -227,6 +271,8 @@ class Suite(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig,
+                                     description="MLflow or W&B besides TensorBoard; not part of run ids")
     profile: str = DEFAULT_PROFILE
 
     @field_validator("name")

@@ -52,7 +52,8 @@ def trained_suite(tmp_path_factory):
     (suite file, results root, stdout of the first `harness run`)."""
     root = tmp_path_factory.mktemp("e2e")
     suite_path, results = root / "tiny_e2e.yaml", root / "results"
-    suite_path.write_text(yaml.safe_dump(SUITE))
+    tracking = {"mlflow": {"uri": (root / "mlruns").as_uri(), "experiment": "e2e"}}
+    suite_path.write_text(yaml.safe_dump({**SUITE, "tracking": tracking}))
     first = _harness("run", str(suite_path), "--results", str(results))
     return suite_path, results, first
 
@@ -139,6 +140,38 @@ def test_eval_writes_only_into_the_run_directory_it_is_given(trained_suite, tmp_
     result = json.loads((copy / "eval" / "synthetic_glue.json").read_text())
     assert result["n-samples"]["synthetic_glue"]["effective"] == 5
     assert (copy / "finetune" / "synthetic_cola.json").exists()
+
+
+@pytest.mark.e2e
+def test_training_metrics_reach_tensorboard_and_mlflow(trained_suite, monkeypatch):
+    """Every metrics.jsonl row of every run is in the run's TensorBoard events at its step, and
+    in the suite's MLflow file store: one MLflow run per harness run, tagged."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads file stores only when asked
+    suite_path, results, _ = trained_suite
+    runs = sorted(p for p in (results / "tiny_e2e").iterdir() if (p / "run.yaml").exists())
+    client = MlflowClient(tracking_uri=(suite_path.parent / "mlruns").as_uri())
+    tracked = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
+    assert sorted(r.info.run_name for r in tracked) == [run.name for run in runs]
+    for run in runs:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        train = [(r["step"], pytest.approx(r["loss"])) for r in rows if r["kind"] == "train"]
+        val = [(r["step"], pytest.approx(r["val_loss"])) for r in rows if r["kind"] == "val"]
+        assert train and val
+        events = EventAccumulator(str(run / "tensorboard"))
+        events.Reload()
+        assert [(e.step, e.value) for e in events.Scalars("train/loss")] == train
+        assert [(e.step, e.value) for e in events.Scalars("val/val_loss")] == val
+        mlflow_run = next(r for r in tracked if r.info.run_name == run.name)
+        objective, size, seed = run.name.split("-")[:3]
+        assert {k: mlflow_run.data.tags[k] for k in ("objective", "size", "seed", "run_id", "suite")} == {
+            "objective": objective, "size": size, "seed": seed.removeprefix("s"), "run_id": run.name,
+            "suite": "tiny_e2e"}
+        assert mlflow_run.info.status == "FINISHED" and "budget" in mlflow_run.data.tags
+        history = client.get_metric_history(mlflow_run.info.run_id, "train/loss")
+        assert [(m.step, m.value) for m in history] == train
 
 
 class _Poison:

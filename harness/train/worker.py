@@ -17,7 +17,6 @@ import os
 import shutil
 import socket
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +32,7 @@ from harness.models.families import model_factory
 from harness.models.sizes import SIZES
 from harness.plan import vocab_of
 from harness.results import RunDir, read_jsonl, replace_dir, write_atomic, write_json
+from harness.tracking import open_tracker
 from objectives import registry
 from objectives.base import check_batch
 
@@ -57,25 +57,25 @@ def train_worker(config: dict, node: dict | None = None) -> dict:
     beat("engine")
     step, elapsed = _resume(engine, run, rank)
     beat.started(resumed_from_step=step)
-    log = MetricsLog(run.metrics, enabled=rank == 0, after_step=step)
     sampler = BlockSampler(data.train_tokens, data.dtype, plan.block_length, seed=plan.seed)
     check_batch(objective.transform(sampler.batch(0, 0, rank, 1), np.random.default_rng(0)), plan.objective)
     val_blocks = BlockSampler(data.val_tokens, data.dtype, plan.block_length, seed=VAL_SEED).val_batches(
         plan.train.val_batches, plan.train.micro_batch_size, rank, world)
     started, val = time.time() - elapsed, {}
-    while step < plan.steps:
-        metrics = _train_step(engine, objective, sampler, plan, step, rank)
-        step += 1
-        beat.step(step)
-        if step % plan.train.log_every == 0 or step == plan.steps:
-            log.write(_train_row(engine, plan, step, _mean_metrics(metrics), time.time() - started))
-        if step % plan.train.eval_every == 0 or step == plan.steps:
-            val = _validate(engine, objective, val_blocks, plan.seed)
-            log.write({"kind": "val", "step": step, **val})
-            beat("val", step)
-        if step % plan.train.checkpoint_every == 0 and step < plan.steps:
-            _checkpoint(engine, run, step, time.time() - started, rank)
-            beat("checkpoint", step)
+    with MetricsLog(run, plan, enabled=rank == 0, after_step=step) as log:
+        while step < plan.steps:
+            metrics = _train_step(engine, objective, sampler, plan, step, rank)
+            step += 1
+            beat.step(step)
+            if step % plan.train.log_every == 0 or step == plan.steps:
+                log.write(_train_row(engine, plan, step, _mean_metrics(metrics), time.time() - started))
+            if step % plan.train.eval_every == 0 or step == plan.steps:
+                val = _validate(engine, objective, val_blocks, plan.seed)
+                log.write({"kind": "val", "step": step, **val})
+                beat("val", step)
+            if step % plan.train.checkpoint_every == 0 and step < plan.steps:
+                _checkpoint(engine, run, step, time.time() - started, rank)
+                beat("checkpoint", step)
     beat("finish", step)
     return _finish(engine, objective, plan, run, data, val, time.time() - started, rank, workers)
 
@@ -271,22 +271,31 @@ def _checkpoint(engine, run: RunDir, step: int, elapsed: float, rank: int) -> No
 
 
 class MetricsLog:
-    """metrics.jsonl, appended by rank 0; lines past a resumed step are dropped first."""
+    """metrics.jsonl, appended by rank 0, each row also sent to the run's trackers
+    (harness.tracking: TensorBoard always, MLflow or W&B when the suite names one); lines past a
+    resumed step are dropped first. Leaving it closes the trackers, as failed on an exception."""
 
-    def __init__(self, path: Path, enabled: bool, after_step: int):
-        self.path, self.enabled = path, enabled
+    def __init__(self, run: RunDir, plan: TrainJob, enabled: bool, after_step: int):
+        self.path, self.enabled = run.metrics, enabled
         if enabled:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        if enabled and path.exists():
-            keep = [row for row in read_jsonl(path) if row["step"] <= after_step]
-            write_atomic(path, "".join(json.dumps(row) + "\n" for row in keep))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if enabled and self.path.exists():
+            keep = [row for row in read_jsonl(self.path) if row["step"] <= after_step]
+            write_atomic(self.path, "".join(json.dumps(row) + "\n" for row in keep))
+        self.tracker = open_tracker(plan, run, after_step) if enabled else None
 
     def write(self, row: dict) -> None:
         if self.enabled:
             with self.path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
+            self.tracker.log(row)
 
+    def __enter__(self) -> MetricsLog:
+        return self
 
+    def __exit__(self, kind, error, trace) -> None:
+        if self.tracker is not None:
+            self.tracker.close(failed=kind is not None)
 
 
 # --- the end -----------------------------------------------------------------------------------
