@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.aggregate import Aggregate, chance_of, mean_ci
-from harness.report import plots
+import harness.report.plots as plots
 from harness.analysis.curves import Curve, PARAMS
 from harness.analysis.scaling import sci
 from harness.report.answer import Answer, Fit
