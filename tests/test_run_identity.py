@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 
+import pytest
+
 from harness.models.sizes import SIZES
 from harness.pipeline import _note_superseded, prepare_and_plan
 from harness.plan import tokenizer_sha256
@@ -62,7 +64,14 @@ def _old_digest(suite: Suite, plan, data) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def test_a_one_budget_suite_keeps_its_digests_and_names_its_budget(tmp_path):
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One results folder for the budget tests: its data, prepared once, serves all of them."""
+    return tmp_path_factory.mktemp("budgets")
+
+
+def test_a_one_budget_suite_keeps_its_digests_and_names_its_budget(shared):
+    tmp_path = shared
     suite = Suite.model_validate({**BASE, "objectives": ["clm", "mlm"], "seeds": [0, 1]})
     data, plans = prepare_and_plan(suite, tmp_path)
     assert len(plans) == 4
@@ -73,7 +82,8 @@ def test_a_one_budget_suite_keeps_its_digests_and_names_its_budget(tmp_path):
     assert prepare_and_plan(flops, tmp_path)[1][0].run_id.startswith("clm-tiny-s0-1.5e11-")
 
 
-def test_a_sweep_plans_each_budget_as_its_own_suite_would(tmp_path):
+def test_a_sweep_plans_each_budget_as_its_own_suite_would(shared):
+    tmp_path = shared
     sweep = Suite.model_validate({**BASE, "objectives": ["clm"], "budget": {"tokens": [4e4, 2e4], "min_steps": 5}})
     _, plans = prepare_and_plan(sweep, tmp_path)
     assert [p.budget for p in plans] == [2e4, 4e4] and plans[1].steps == 2 * plans[0].steps
@@ -84,7 +94,8 @@ def test_a_sweep_plans_each_budget_as_its_own_suite_would(tmp_path):
     assert plans[0].warmup_steps < plans[1].warmup_steps
 
 
-def test_wsd_warms_up_every_budget_as_the_smallest_and_names_it(tmp_path):
+def test_wsd_warms_up_every_budget_as_the_smallest_and_names_it(shared):
+    tmp_path = shared
     wsd = {**BASE, "objectives": ["clm"], "budget": {"tokens": [2e4, 4e4], "min_steps": 5},
            "train": {**BASE["train"], "schedule": "wsd", "warmup_fraction": 0.2}}
     _, plans = prepare_and_plan(Suite.model_validate(wsd), tmp_path)

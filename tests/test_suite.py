@@ -42,6 +42,9 @@ def test_profile_and_overrides_stack_in_order(tmp_path):
     (lambda d: d.update(objectives=[{"name": "mlm", "config": {"mask_rat": 0.2}}]),
      "suite.yaml: objectives[0].config.mask_rat", "expected one of: label_smoothing, z_loss, mask_rate"),
     (lambda d: d["budget"].update(tokens=5), "suite.yaml: budget", "exactly one of 'flops' or 'tokens'"),
+    (lambda d: d["train"].update(schedule="wsd", warmup_fraction=0.5, decay_fraction=0.6),
+     "suite.yaml: train.decay_fraction", "warmup_fraction (0.5) + decay_fraction (0.6) exceed the run"),
+    (lambda d: d["train"].update(schedule="linear"), "suite.yaml: train.schedule", "'cosine' or 'wsd'"),
 ])
 def test_bad_suites_name_file_key_and_expectation(tmp_path, mutate, where, expected):
     data = yaml.safe_load(yaml.safe_dump(BASE))
@@ -67,8 +70,8 @@ def test_cli_reports_a_typo_with_exit_code_2_and_no_traceback(tmp_path):
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2
     assert done.stderr.strip() == (f"error: {path}: train.lrr: unknown key; expected one of: "
-                                   "micro_batch_size, grad_accum, lr, warmup_fraction, min_lr_ratio, schedule, decay_fraction, "
-                                   "weight_decay, betas, grad_clip, zero_stage, precision, log_every, "
+                                   "micro_batch_size, grad_accum, lr, warmup_fraction, min_lr_ratio, "
+                                   "schedule, decay_fraction, weight_decay, betas, grad_clip, zero_stage, precision, log_every, "
                                    "eval_every, val_batches, checkpoint_every, step_timeout_s")
     assert not (tmp_path / "results").exists()  # nothing was started or written
 
