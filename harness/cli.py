@@ -109,7 +109,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, metavar="N", help="default: the suite's")
     ev.set_defaults(func=_cmd_eval)
 
-    rep = sub.add_parser("report", help="rebuild summary.csv and report.md from stored results")
+    _report_parsers(sub)
+    return p
+
+
+def _report_parsers(sub) -> None:
+    """`harness report` and `harness compare`: the commands that read results, never train."""
+    rep = sub.add_parser("report", help="rebuild summary.csv, summary.parquet, report.md, report.html and plots/ from stored results")
     rep.add_argument("suite_dir", metavar="RESULTS/SUITE", type=Path)
     rep.set_defaults(func=_cmd_report)
 
@@ -123,7 +129,6 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("results_b", metavar="RESULTS_B", type=Path, help="another suite's results folder")
     cmp.add_argument("--out", type=Path, metavar="FILE", help="also write the markdown to FILE")
     cmp.set_defaults(func=_cmd_compare)
-    return p
 
 
 def _bundle_parser() -> argparse.ArgumentParser:

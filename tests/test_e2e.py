@@ -94,15 +94,6 @@ def test_tiny_suite_end_to_end_then_rerun_retrains_nothing(trained_suite, tmp_pa
         assert finetune["head"] == ("last-token" if train["objective"] == "clm" else "first-token")
 
     report = (suite_dir / "report.md").read_text()
-    # The answer first: overall, the aggregate, fine-tuning and held-out text, each in words
-    assert report.startswith("# ") and report.split("\n\n", 2)[1] == "## Headline"
-    headline = report.split("## Headline\n\n", 1)[1].split("\n## ", 1)[0]
-    for outcome in ("**Overall**", "**aggregate e2e-v1**", "**synthetic_sst2 (fine-tuned)**",
-                    "**Held-out text, bits per byte**"):
-        assert outcome in headline
-    assert "not resolved with 1 seed" in headline and "different scoring methods" in headline
-    assert (suite_dir / "report.html").exists() and (suite_dir / "plots" / "val_loss.png").exists()
-    assert (suite_dir / "summary.parquet").exists()
     assert "| clm " in report and "| mlm " in report and "pseudo-loglikelihood" in report
     assert "## Data" in report and "Entropy floor" in report
     for section in ("Zero-shot", "Fine-tuning", "Aggregate"):
@@ -132,6 +123,23 @@ def test_tiny_suite_end_to_end_then_rerun_retrains_nothing(trained_suite, tmp_pa
     assert result["n-samples"]["hellaswag"]["effective"] == len(rows["hellaswag"]["validation"])
     assert result["configs"]["hellaswag"]["dataset_path"] == "parquet"
     assert "hellaswag" in (suite_dir / "report.md").read_text()
+
+
+@pytest.mark.e2e
+def test_the_report_opens_with_the_answer(trained_suite):
+    """The headline first: overall, the aggregate, fine-tuning and held-out text, each in words;
+    report.html, the plots and summary.parquet beside report.md."""
+    _, results, _ = trained_suite
+    suite_dir = results / SUITE["name"]
+    report = (suite_dir / "report.md").read_text()
+    assert report.startswith("# ") and report.split("\n\n", 2)[1] == "## Headline"
+    headline = report.split("## Headline\n\n", 1)[1].split("\n## ", 1)[0]
+    for outcome in ("**Overall**", "**aggregate e2e-v1**", "**synthetic_sst2 (fine-tuned)**",
+                    "**Held-out text, bits per byte**"):
+        assert outcome in headline
+    assert "not resolved with 1 seed" in headline and "different scoring methods" in headline
+    assert (suite_dir / "report.html").exists() and (suite_dir / "plots" / "val_loss.png").exists()
+    assert (suite_dir / "summary.parquet").exists()
 
 
 @pytest.mark.e2e
