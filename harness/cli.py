@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", epilog=EPILOG, description=(
         "Compare language-model pretraining objectives at matched compute: train every "
-        "objective x size x seed of a suite with Ray and DeepSpeed, evaluate with lm-eval, report."))
+        "objective x size x seed x budget of a suite with Ray and DeepSpeed, evaluate with lm-eval, report."))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="train, evaluate and report a suite (resumes unfinished runs)",

@@ -52,9 +52,9 @@ def scalars(row: dict) -> dict[str, float]:
 
 
 def run_tags(job: TrainJob) -> dict[str, str]:
-    """What a tracker run is tagged with. The budget is the plan's where it has one; otherwise
-    the FLOPs the run spends (steps x FLOPs per step)."""
-    budget, unit = getattr(job, "budget", None), getattr(job, "budget_unit", None)
+    """What a tracker run is tagged with. The budget is the plan's where it has one (a run.yaml
+    written before budgets could be lists has none); otherwise the FLOPs the run spends."""
+    budget, unit = job.budget, job.budget_unit
     if budget is None:
         budget, unit = job.total_flops, "flops"
     return {"run_id": job.run_id, "suite": job.suite, "objective": job.objective, "size": job.size,
