@@ -244,7 +244,8 @@ def test_declared_aggregate_wins_and_an_unknown_one_is_a_user_error(tmp_path):
 def test_report_keeps_data_card_notes_and_runs(suite):
     report = write_report(suite, "Demo", "Two objectives.")[1].read_text()
     # The answer first, then the description and the partial-results notice (the fixture's unfinished run)
-    assert report.startswith("# Demo\n\n## Headline\n\n- **Overall** (6.0e12 FLOPs, mini): clm wins 5 of 7 ")
+    assert report.startswith("# Demo\n\n## Headline\n\n- **Overall** (6.0e12 FLOPs, mini): of 7 task comparisons, "
+                             "clm wins 5 and mlm 2; significantly: clm 1, mlm 1.\n")
     assert "Partial: 5 of 6 planned runs are done" in report.split("\n## ", 2)[1]
     assert "\n\nTwo objectives.\n\n**Partial results: 5 of 6 planned runs are done.** 1 not trained (absent " \
         "from the tables)." in report

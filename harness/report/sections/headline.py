@@ -2,7 +2,8 @@
 
     ## Headline
 
-    - **Overall** (6e12 FLOPs, mini): clm is ahead of mlm on 6 of 7 tasks (2 significantly).
+    - **Overall** (6e12 FLOPs, mini): of 7 task comparisons, clm wins 6 and mlm 1; significantly:
+      clm 2, mlm 0.
     - **Aggregate synthetic-core-v1** (6e12 FLOPs, mini): **clm** leads: 0.217 vs 0.120 for mlm,
       by 0.097 [0.050, 0.150] over 3 paired seeds (t-test p = 0.01).
     - **synthetic_rte (fine-tuned)** (...): clm 0.61 vs mlm 0.60, by 0.010 [-0.02, 0.04]: not
@@ -130,19 +131,27 @@ def _needed(answer: Answer, task: str, best: str, runner: str, row: dict) -> str
 
 
 def _overall(answer: Answer, size: str, budget: float, where: str) -> list[str]:
-    """The win matrix in one line: who wins the most task comparisons."""
+    """The win matrix in one line: who wins the most task comparisons, ties and significance
+    counted (two objectives: both tallies; more: the leader's against all the others)."""
     wins = answer.wins.get((size, budget))
     if wins is None or wins.share.shape[0] < 2:
         return []
-    share = wins.share.mean(axis=1, skipna=True)
-    best = share.idxmax()
+    best = wins.share.mean(axis=1, skipna=True).idxmax()
     paired = answer.paired[(answer.paired["size"] == size) & (answer.paired["budget"] == budget)
                            & answer.paired["kind"].isin(["zero-shot", "fine-tuned"])]
     mine = paired[(paired["a"] == best) | (paired["b"] == best)]
-    won, significant = int((mine["better"] == best).sum()), int(((mine["better"] == best) & mine["significant"]).sum())
+    ties = int(mine["better"].isna().sum())
+    tie_text = f", {ties} tie{'s' * (ties != 1)}" if ties else ""
+    if wins.share.shape[0] == 2:
+        other = next(o for o in wins.share.index if o != best)
+        won = {o: int((mine["better"] == o).sum()) for o in (best, other)}
+        sure = {o: int(((mine["better"] == o) & mine["significant"]).sum()) for o in (best, other)}
+        return [f"- **Overall** ({where}): of {len(mine)} task comparisons, {best} wins {won[best]} and {other} "
+                f"{won[other]}{tie_text}; significantly: {best} {sure[best]}, {other} {sure[other]}."]
+    won, sure = int((mine["better"] == best).sum()), int(((mine["better"] == best) & mine["significant"]).sum())
     against = ", ".join(o for o in wins.share.index if o != best)
-    return [f"- **Overall** ({where}): {best} wins {won} of {len(mine)} task comparisons against {against} "
-            f"({significant} significantly)."]
+    return [f"- **Overall** ({where}): {best} wins {won} of its {len(mine)} task comparisons against {against} "
+            f"({sure} significantly{tie_text})."]
 
 
 def _fit_where(where: dict, answer: Answer) -> str:
