@@ -86,6 +86,9 @@ def test_the_report_states_the_known_crossover_within_its_interval(sweep):
     assert "### Held-out bits per byte against FLOPs spent, size mini" in scaling
     assert "### The aggregate glue-only-v1 against FLOPs spent, size mini" in scaling
     assert (sweep / "plots" / "fit_held-out_mini.png").stat().st_size > 0
+    # The picture under the headline is the aggregate's fit, the first image of the report
+    assert re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)[0] == "plots/fit_aggregate_mini.png"
+    assert report.index("plots/fit_aggregate_mini.png") < report.index("\n## Data")
     assert "plots/fit_held-out_mini.png" in report and "plots/wins_mini_3.0e13.png" in report
 
 

@@ -19,7 +19,7 @@ from harness.report.sections.finetune import finetune_table
 from harness.report.sections.comparisons import comparisons_section
 from harness.report.sections.headline import headline
 from harness.report.sections.notes import reading_notes
-from harness.report.sections.plots import plots_section
+from harness.report.sections.plots import key_figure, plots_section
 from harness.report.sections.restarts import restarts_section
 from harness.report.sections.scaling import scaling_section
 from harness.report.sections.runs import runs_table
@@ -61,7 +61,8 @@ def render_markdown(title: str, description: str, results: SuiteResults, summary
     """report.md, its sections top to bottom, the headline first; a section with nothing to show
     is left out. `figures`: (title, PNG path) of each plot written (harness.report.figures)."""
     absent = absent_groups(results.planned)
-    parts = [f"# {title}", headline(found, results.planned), description.strip(), partial_notice(results.planned),
+    parts = [f"# {title}", headline(found, results.planned), key_figure(list(figures)), description.strip(),
+             partial_notice(results.planned),
              unfinished_table(results.planned), failed_table(results.planned), restarts_section(results.planned),
              data_table(results.card),
              training_table(summary, results.planned), zero_shot_table(results.zero_shot, absent),

@@ -178,4 +178,4 @@ def caveat_lines(answer: Answer, planned: pd.DataFrame) -> list[str]:
     if 0 < seeds < 5:
         notes.append(f"With {seeds} seed{'s' * (seeds != 1)} an interval is close to the range of what was seen, "
                      "and bootstrap intervals of fits and crossovers cover less than their nominal 95%.")
-    return ["Caveats:", *[f"- {note}" for note in notes]] if notes else []
+    return ["Caveats:", "", *[f"- {note}" for note in notes]] if notes else []

@@ -23,3 +23,16 @@ def plots_section(figures: list[tuple[str, str]]) -> str:
         svg = png[: -len(".png")] + ".svg"
         parts += [f"### {title}", f"![{title}]({png})", f"[SVG]({svg})"]
     return "\n\n".join(parts)
+
+
+# The picture the headline shows, the first of these that was drawn: a fit says the most.
+KEY_FIGURES = ("plots/fit_aggregate_", "plots/fit_held-out_", "plots/aggregate.png", "plots/zero_shot.png")
+
+
+def key_figure(figures: list[tuple[str, str]]) -> str:
+    """The one figure under the headline (its image line), or "" without any of KEY_FIGURES."""
+    for prefix in KEY_FIGURES:
+        for title, png in figures:
+            if png.startswith(prefix):
+                return f"![{title}]({png})"
+    return ""
