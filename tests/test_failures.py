@@ -258,7 +258,9 @@ def test_when_every_run_fails_the_command_lists_them_and_exits_1_without_a_trace
     assert failed and all("FileNotFoundError" in line and "val.bin" in line for line in failed)
     assert "/FAILED and logs/" in failed[-1]
     report = (suite_dir / "report.md").read_text()
-    assert report.startswith("# Suite demo\n\nCausal LM against masked LM, at the tiny size.\n\n"
+    assert report.startswith("# Suite demo\n\n## Headline\n\n- No run has finished: nothing to compare yet.\n\n"
+                             "Caveats:\n\n- Partial: 0 of 1 planned runs are done; the answer may change.\n\n"
+                             "Causal LM against masked LM, at the tiny size.\n\n"
                              "**Partial results: 0 of 1 planned runs are done.** 1 failed")
     assert "val.bin" in row(markdown_table(report, "Failed runs"), failed="train")["error"]
     assert row(markdown_table(report, "Training"), objective="clm")["seeds"] == "0 of 1"
@@ -271,7 +273,8 @@ def test_harness_report_keeps_the_description_and_says_the_report_is_partial(all
     assert done.returncode == 0, done.stderr
     assert "Partial results: 0 of 1 planned runs are done. 1 failed" in done.stdout
     report = (suite_dir / "report.md").read_text()
-    assert report.startswith("# Suite demo\n\nCausal LM against masked LM, at the tiny size.\n\n**Partial")
+    assert report.startswith("# Suite demo\n\n## Headline\n\n")
+    assert "\n\nCausal LM against masked LM, at the tiny size.\n\n**Partial" in report
 
     empty = _harness("report", str(tmp_path))
     assert empty.returncode == 2 and "no runs here" in empty.stderr and "Traceback" not in empty.stderr
