@@ -149,3 +149,25 @@ def test_compare_refuses_suites_without_a_shared_objective(tmp_path):
                                    "b has prefix_lm")
     empty = _compare(str(tmp_path / "a"), str(tmp_path / "missing"))
     assert empty.returncode == 2 and f"{tmp_path / 'missing'}: no such results folder" in empty.stderr
+
+
+def test_three_sizes_at_one_budget_are_fitted_against_parameters():
+    """Bits per byte against parameters at matched compute: one fit per budget with 3 sizes or
+    more, none per size (one budget each). Made-up law: 0.3 + 0.6 * (N / 1e5) ** -0.4."""
+    import pandas as pd
+
+    from harness.report.answer import scaling_fits
+    sizes = {"tiny": 1e5, "mini": 4e5, "small": 1.6e6}
+    rng = np.random.default_rng(4)
+    runs = pd.DataFrame([{"run_id": f"{o}-{s}-{seed}", "objective": o, "size": s, "budget": 1e12, "seed": seed,
+                          "flops_spent": 1e12, "params": n}
+                         for o in ("clm", "prefix_lm") for s, n in sizes.items() for seed in range(3)])
+    outcomes = runs.drop(columns=["flops_spent", "params"]).assign(kind="held-out", task="held-out text", metric="bits_per_byte", higher=False,
+                           value=[0.3 + (0.6 if o == "clm" else 0.7) * (n / 1e5) ** -0.4 + rng.normal(0, 0.002)
+                                  for o, n in zip(runs["objective"], runs["params"])])
+    [fit] = scaling_fits(outcomes, runs)
+    assert fit.x == "params" and fit.where == {"budget": 1e12} and fit.kind == "held-out"
+    table = fit.table.set_index("objective")
+    assert table.loc["clm", "alpha"] == pytest.approx(0.4, abs=0.1) and table.loc["clm", "n_distinct"] == 3
+    [cross] = fit.crossings
+    assert cross.point is None and cross.ahead_below == "clm"  # clm lower everywhere: no crossover
