@@ -230,13 +230,7 @@ def task_scores(scores: pd.DataFrame, *, title: str = "Zero-shot scores per task
 
     scores: task, objective, budget (optional), metric, mean, low, high, chance (NaN where the
     metric has no chance level). Bars without a mean are left out."""
-    fig, ax = _figure(title, "task", "score (mean over seeds, 95% CI)", width=max(7.0, 1.2 * scores["task"].nunique()))
-    if scores["mean"].notna().sum() == 0:
-        _empty(ax, "scores")
-        return fig
-    _grouped_bars(ax, _with_series(scores), "chance", "chance")
-    _legend(ax)
-    return fig
+    return _task_bars(scores, title, "score (mean over seeds, 95% CI)", "chance", "scores")
 
 
 def finetune_scores(results: pd.DataFrame) -> Figure:
@@ -244,12 +238,18 @@ def finetune_scores(results: pd.DataFrame) -> Figure:
     the baseline (majority class or chance) in the same metric.
 
     results: task, objective, budget (optional), metric, mean, low, high, baseline."""
-    fig, ax = _figure("Fine-tuning per task", "task", "score (standard metric, 95% CI)",
-                      width=max(7.0, 1.2 * results["task"].nunique()))
-    if results["mean"].notna().sum() == 0:
-        _empty(ax, "fine-tuning results")
+    return _task_bars(results, "Fine-tuning per task", "score (standard metric, 95% CI)", "baseline",
+                      "fine-tuning results")
+
+
+def _task_bars(rows: pd.DataFrame, title: str, ylabel: str, reference: str, what: str) -> Figure:
+    """The figure of `task_scores` and `finetune_scores`: grouped bars per task, `reference` as
+    each task's level; "no <what>" when no row has a mean."""
+    fig, ax = _figure(title, "task", ylabel, width=max(7.0, 1.2 * rows["task"].nunique()))
+    if rows["mean"].notna().sum() == 0:
+        _empty(ax, what)
         return fig
-    _grouped_bars(ax, _with_series(results), "baseline", "baseline")
+    _grouped_bars(ax, _with_series(rows), reference, reference)
     _legend(ax)
     return fig
 
