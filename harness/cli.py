@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", epilog=EPILOG, description=(
         "Compare language-model pretraining objectives at matched compute: train every "
         "objective x size x seed x budget of a suite with Ray and DeepSpeed, evaluate with lm-eval, report."))
+    _version_arg(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="train, evaluate and report a suite (resumes unfinished runs)",
@@ -110,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_eval)
 
     _report_parsers(sub)
+    _export_parser(sub)
     return p
 
 
@@ -129,6 +131,39 @@ def _report_parsers(sub) -> None:
     cmp.add_argument("results_b", metavar="RESULTS_B", type=Path, help="another suite's results folder")
     cmp.add_argument("--out", type=Path, metavar="FILE", help="also write the markdown to FILE")
     cmp.set_defaults(func=_cmd_compare)
+
+
+class _PrintVersion(argparse.Action):
+    """`harness --version`: the version and the commit of the code that runs (harness.provenance),
+    worked out only when asked for (it runs git)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the harness's version and commit, and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from harness.provenance import version_line
+        print(version_line())  # to stdout, as argparse's own version action prints
+        parser.exit()
+
+
+def _version_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", action=_PrintVersion)
+
+
+def _export_parser(sub) -> None:
+    """`harness export`: a run's model folder, with its model card, copied (and uploaded)."""
+    ex = sub.add_parser(
+        "export", epilog=EPILOG, help="copy a trained run's model (with its model card) to a folder, and push it",
+        description="Copy RUN_DIR/model (weights, tokenizer, config, code and extra heads) with a model card "
+                    "to DIR, atomically; with --push, upload DIR to the Hugging Face Hub (needs a token: "
+                    "`hf auth login` or HF_TOKEN).")
+    ex.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="RESULTS/SUITE/RUN_ID of a trained run")
+    ex.add_argument("--out", required=True, type=Path, metavar="DIR",
+                    help="the export folder: new, empty, or an earlier export (it is replaced)")
+    ex.add_argument("--push", metavar="REPO_ID", help="also upload DIR to this Hub repository (OWNER/NAME)")
+    ex.add_argument("--private", action="store_true", help="with --push: create the repository private")
+    ex.set_defaults(func=_cmd_export)
 
 
 def _bundle_parser() -> argparse.ArgumentParser:
@@ -274,6 +309,7 @@ def _cmd_objectives(args) -> int:
 
 def _cmd_eval(args) -> int:
     from harness.lock import SuiteLock
+    from harness.export.card import write_cards
     from harness.report import write_report
     from harness.jobs import RunPlan
     from harness.units import check_loads, units_of
@@ -289,6 +325,7 @@ def _cmd_eval(args) -> int:
             print(f"    {_result_line(unit.kind, unit.run())}", flush=True)
         try:
             _, md_path = write_report(run.root.parent, f"Suite {plan.suite}")
+            write_cards(run.root.parent)
             print(f"report: {md_path}")
         except FileNotFoundError:
             pass
@@ -347,9 +384,23 @@ def _cmd_report(args) -> int:
     from harness.lock import SuiteLock
     with SuiteLock(args.suite_dir, "harness report"):
         csv_path, md_path = write_report(args.suite_dir, f"Suite {args.suite_dir.name}")
+        from harness.export.card import write_cards
+        write_cards(args.suite_dir)
     print(f"wrote {md_path} and {csv_path}")
     if notice := partial_notice(planned_runs(args.suite_dir), markdown=False):
         print(notice)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from harness.export.share import describe, export_run
+    if args.private and not args.push:
+        raise UserError("--private applies to the repository --push creates; give --push REPO_ID too",
+                        where="--private")
+    files = export_run(args.run_dir, args.out, push=args.push, private=args.private)
+    print(describe(args.out.resolve(), files))
+    if args.push:
+        print(f"uploaded to the Hugging Face Hub: {args.push}")
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from harness import report, units
 from harness.data.prepare import BASE_SPECIAL_TOKENS, PreparedData, prepare
 from harness.errors import UserError
+from harness.export.card import write_cards
 from harness.jobs import RunPlan
 from harness.plan import check_validation_split, plan_suite
 from harness.progress import Progress
@@ -86,6 +87,7 @@ def run_suite(suite: Suite, results_root: Path, address: str | None = None,
             finally:
                 schedule.shutdown()
         csv_path, md_path = report.write_report(suite_dir, f"Suite {suite.name}", suite.description)
+        write_cards(suite_dir)  # every finished run's RUN/model/README.md, with every result
     progress.event(f"report: {md_path} (table: {csv_path})")
     if outcome and outcome.failed:
         for what, why in outcome.failed.items():

@@ -38,7 +38,7 @@ import ray
 
 import harness
 import objectives
-from harness import loopback, nodes
+from harness import loopback, nodes, provenance
 from harness.errors import UserError
 from harness.failures import describe, last_line as _last_line, record_failure
 from harness.jobs import TrainJob
@@ -56,6 +56,10 @@ def connect(address: str | None, use_gpu: bool) -> None:
     if address:
         # Ship this checkout's packages, so that cluster nodes run the same code as the driver.
         env["py_modules"] = [os.path.dirname(harness.__file__), os.path.dirname(objectives.__file__)]
+        # ... and its commit, which the copies cannot ask git for (harness.provenance). Inside a
+        # submitted job the job's runtime_env already carries it, and Ray refuses a variable set twice.
+        if provenance.COMMIT_VAR not in os.environ:
+            env["env_vars"].update(provenance.commit_env())
         join(address, env)
     else:
         start_embedded(env)

@@ -30,6 +30,7 @@ import yaml
 
 import harness
 import objectives
+from harness import provenance
 from harness.errors import UserError
 from harness.failures import last_line as _last_line
 from harness.lock import LOCK_NAME, describe, is_stale, read_holder
@@ -137,9 +138,13 @@ def requirements() -> list[str]:
 
 
 def runtime_env(working_dir: Path, pip: bool) -> dict:
-    # No env_vars: `harness run` sets its own in ray.init, and Ray refuses a job whose driver sets
-    # a variable the job's runtime_env also sets.
+    """The job's working_dir (and pip packages), and this checkout's commit (HARNESS_COMMIT,
+    HARNESS_DIRTY; harness.provenance): the working_dir is no git repository, so the job's runs
+    read their commit from these. No other env_vars: `harness run` sets its own in ray.init, and
+    Ray refuses a job whose driver sets a variable the job's runtime_env also sets."""
     env: dict = {"working_dir": str(working_dir)}
+    if commit := provenance.commit_env():
+        env["env_vars"] = commit
     if pip:
         env["pip"] = {"packages": requirements()}
     return env

@@ -35,6 +35,7 @@ Where each part lives, in the order `write_report` uses them:
       aggregate.py         Aggregate (a versioned list of tasks averaged as centered scores)
       plots.py             Plots (each figure, linking its SVG)
       notes.py             Reading this report
+      environment.py       Environment (versions, commit, hardware: one line per distinct one)
       runs.py              Runs
 
 A planned run is one with a run.yaml (written before training starts); an objective x size x budget with

@@ -19,7 +19,7 @@ and its attempts at training.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,8 +43,9 @@ PLANNED_COLUMNS = ["run_id", "objective", "size", "budget", "budget_unit", "seed
                    "state", "failures", "attempts"]
 # Keys of train.json on how and where the training went, not on what it computed: kept out of the
 # runs table, and so out of summary.csv (the report shows restarts from the planned runs' attempts;
-# `workers` says where each rank ran).
-NOT_SUMMARIZED = ("restarts", "attempts", "workers")
+# `workers` says where each rank ran; `environment`, the versions, commit and hardware, has a
+# section of its own; `deepspeed_config` is the engine's config as given).
+NOT_SUMMARIZED = ("restarts", "attempts", "workers", "environment", "deepspeed_config")
 
 
 @dataclass
@@ -57,6 +58,8 @@ class SuiteResults:
     declared: list[tuple[str | dict, Path]]  # (eval.aggregate, run.yaml) of the runs that declare one
     planned: pd.DataFrame    # one row per run.yaml, finished or not (PLANNED_COLUMNS)
     card: dict | None        # the data card of the data every run shares (None without runs)
+    # train.json's `environment` of each finished run, by run id (None where it was not recorded)
+    environments: dict[str, dict | None] = field(default_factory=dict)
 
 
 def recorded_description(suite_dir: Path) -> str:
@@ -93,14 +96,16 @@ def run_records(suite_dir: Path) -> list[RunRecord]:
 def collect(suite_dir: Path) -> SuiteResults:
     """Every run with a training summary under `suite_dir`, in run-id order."""
     records = run_records(suite_dir)
-    runs, zero_shot, finetune, declared = [], [], [], []
+    runs, zero_shot, finetune, declared, environments = [], [], [], [], {}
     for run, plan in records:
         if not run.train_json.exists():
             continue
+        train = read_json(run.train_json)
+        environments[plan.run_id] = train.get("environment")
         identity = {"run_id": plan.run_id, "objective": plan.label, "size": plan.size, **run_budget(plan),
                     "seed": plan.seed, "scoring": plan.scoring}
         scores = [row for path in sorted(run.eval_dir.glob("*.json")) for row in eval_rows(path, plan.scoring)]
-        runs.append(_run_row(read_json(run.train_json), identity, scores))
+        runs.append(_run_row(train, identity, scores))
         zero_shot += [identity | row for row in scores if row["entry"] != HELDOUT]
         finetune += [identity | row for path in sorted(run.finetune_dir.glob("*.json"))
                      for row in finetune_rows(read_json(path))]
@@ -111,7 +116,7 @@ def collect(suite_dir: Path) -> SuiteResults:
     zero_shot = pd.DataFrame(zero_shot, columns=ZERO_SHOT_COLUMNS).drop_duplicates(["run_id", "task", "metric"])
     return SuiteResults(runs, _numeric(zero_shot), _numeric(pd.DataFrame(finetune, columns=FINETUNE_COLUMNS)),
                         declared, planned_table(records, Path(suite_dir)),
-                        data_card(records[0].plan.data) if records else None)
+                        data_card(records[0].plan.data) if records else None, environments)
 
 
 def run_budget(plan: RunPlan) -> dict:

@@ -15,6 +15,7 @@ from harness.report.figures import answer_figures, write_figures
 from harness.report.html import render_html
 from harness.report.sections.aggregate import aggregate_table
 from harness.report.sections.data_card import data_table
+from harness.report.sections.environment import environment_section
 from harness.report.sections.finetune import finetune_table
 from harness.report.sections.comparisons import comparisons_section
 from harness.report.sections.headline import headline
@@ -68,5 +69,6 @@ def render_markdown(title: str, description: str, results: SuiteResults, summary
              training_table(summary, results.planned), zero_shot_table(results.zero_shot, absent),
              finetune_table(results.finetune, absent), aggregate_table(per_run, aggregate, absent),
              comparisons_section(found), scaling_section(found),
-             plots_section(list(figures)), reading_notes(), runs_table(results.runs)]
+             plots_section(list(figures)), reading_notes(), environment_section(results.environments),
+             runs_table(results.runs)]
     return "\n\n".join(p for p in parts if p) + "\n"

@@ -10,6 +10,7 @@ the newest checkpoint that is complete by its manifest, and loads it weights-onl
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from harness import provenance
 from harness.train import attempts, checkpoint, lr
 from harness.data.entry import PreparedData
 from harness.data.sampler import BlockSampler
@@ -53,7 +55,7 @@ def train_worker(config: dict, node: dict | None = None) -> dict:
     beat("start")
     data = plan.data
     objective = _objective(plan)
-    engine = _engine(plan, objective, data)
+    engine, ds_config = _engine(plan, objective, data)
     beat("engine")
     step, elapsed = _resume(engine, run, rank)
     beat.started(resumed_from_step=step)
@@ -77,7 +79,8 @@ def train_worker(config: dict, node: dict | None = None) -> dict:
                 _checkpoint(engine, run, step, time.time() - started, rank)
                 beat("checkpoint", step)
     beat("finish", step)
-    return _finish(engine, objective, plan, run, data, val, time.time() - started, rank, workers)
+    recorded = {"workers": workers, "deepspeed_config": ds_config}
+    return _finish(engine, objective, plan, run, data, val, time.time() - started, rank, recorded)
 
 
 # --- set-up ------------------------------------------------------------------------------------
@@ -106,17 +109,20 @@ def _objective(plan: TrainJob):
     return registry.build(plan.objective, plan.objective_config, vocab_of(plan.data))
 
 
-def _engine(plan: TrainJob, objective, data: PreparedData):
+def _engine(plan: TrainJob, objective, data: PreparedData) -> tuple[object, dict]:
+    """The DeepSpeed engine of the run, and (a copy of) the config it was given, for train.json."""
     import deepspeed
     from deepspeed.utils import logger as ds_logger
     ds_logger.setLevel(logging.WARNING)
     model = objective.build_model(model_factory(SIZES[plan.size], vocab_size=data.vocab_size,
                                                 special=data.special_tokens, max_len=plan.seq_len,
                                                 seed=plan.seed))
-    engine, *_ = deepspeed.initialize(model=model, config=deepspeed_config(plan), lr_scheduler=_client_scheduler(plan),
+    config = deepspeed_config(plan)
+    given = copy.deepcopy(config)  # as given: DeepSpeed may add to the dict it reads
+    engine, *_ = deepspeed.initialize(model=model, config=config, lr_scheduler=_client_scheduler(plan),
                                       model_parameters=_param_groups(model, plan.train.weight_decay))
     engine.checkpoint_engine = _weights_only_loads(engine)
-    return engine
+    return engine, given
 
 
 def _weights_only_loads(engine):
@@ -302,14 +308,16 @@ class MetricsLog:
 
 
 def _finish(engine, objective, plan: TrainJob, run: RunDir, data: PreparedData, val: dict, elapsed: float,
-            rank: int, workers: list[dict]) -> dict:
-    """Save the model in Hugging Face format and the run's summary (with where its workers ran,
-    `workers`, kept out of the report's tables); rank 0 writes both."""
+            rank: int, recorded: dict) -> dict:
+    """Save the model in Hugging Face format and the run's summary; rank 0 writes both. The summary
+    also keeps `recorded` (where the workers ran, the DeepSpeed config given) and the environment
+    of rank 0 (harness.provenance: versions, commit, hardware), all kept out of the report's tables."""
     summary = {}
     with _gathered(engine, plan):
         if rank == 0:
             _save_model(objective.export_model(engine.module), run, data)
-            summary = _summary(plan, val, elapsed, data) | _engine_facts(engine) | attempts.summary(run) | {"workers": workers}
+            summary = (_summary(plan, val, elapsed, data) | _engine_facts(engine) | attempts.summary(run) | recorded
+                       | {"environment": provenance.environment()})
             write_json(run.train_json, summary)
             shutil.rmtree(run.checkpoints, ignore_errors=True)
     dist.barrier()

@@ -9,6 +9,7 @@
     aggregate.py    Aggregate: the suite's versioned mean of centered scores
     plots.py        Plots: each figure of harness.report.figures, linking its SVG
     notes.py        Reading this report
+    environment.py  Environment: versions, the harness's commit and hardware of the runs
     runs.py         Runs: one row per finished run
 
 Each returns its section's markdown, or "" when it has nothing to show (then report.md leaves
