@@ -15,9 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from harness import provenance
 from harness.plan import plan_suite
 from harness.schema import Suite
 from harness.train.lr import wsd_factor
+from harness.train.worker import deepspeed_config
 
 
 def _plan(tiny_data, results: Path, objective: str):
@@ -97,5 +99,9 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tiny_data, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (run / "checkpoints").exists()  # removed once the model is saved
     # A lone process (no Ray) records its host; the node is Ray's to name (tests/test_cluster.py).
-    workers = json.loads((run / "train.json").read_text())["workers"]
-    assert [(w["rank"], w["node_id"], w["node_ip"], bool(w["host"])) for w in workers] == [(0, None, None, True)]
+    train = json.loads((run / "train.json").read_text())
+    assert [(w["rank"], w["node_id"], w["node_ip"], bool(w["host"])) for w in train["workers"]] == [(0, None, None, True)]
+    # What it ran with (versions, commit, hardware: this process's, the same code and machine) and
+    # the DeepSpeed config the engine was given (no scheduler under wsd: the harness's LambdaLR).
+    assert train["environment"] == provenance.environment()
+    assert train["deepspeed_config"] == deepspeed_config(broken.train_job()) and "scheduler" not in train["deepspeed_config"]
