@@ -309,7 +309,7 @@ def _cmd_objectives(args) -> int:
 
 def _cmd_eval(args) -> int:
     from harness.lock import SuiteLock
-    from harness.export.card import write_cards
+    from harness.export.card import write_card, write_cards
     from harness.report import write_report
     from harness.jobs import RunPlan
     from harness.units import check_loads, units_of
@@ -323,6 +323,7 @@ def _cmd_eval(args) -> int:
         for i, unit in enumerate(todo, 1):
             print(f"[{i}/{len(todo)}] {unit.label} ...", flush=True)
             print(f"    {_result_line(unit.kind, unit.run())}", flush=True)
+        write_card(run.root)  # its model card, with the new results, whatever the suite plans now
         try:
             _, md_path = write_report(run.root.parent, f"Suite {plan.suite}")
             write_cards(run.root.parent)

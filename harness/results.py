@@ -6,7 +6,8 @@
                                                (sha256 of every file) is written last, after
                                                every rank saved. The newest complete one resumes
                                                (`latest` is not trusted); two are kept
-    <results>/<suite>/<run_id>/model/          final model + tokenizer, Hugging Face format
+    <results>/<suite>/<run_id>/model/          final model + tokenizer, Hugging Face format, and its
+                                               model card, README.md (harness.export.card)
     <results>/<suite>/<run_id>/train.json      training summary, written once the model is saved
     <results>/<suite>/<run_id>/eval/<entry>.json     lm-eval's results for one task, group or tag
     <results>/<suite>/<run_id>/finetune/<task>.json  the fine-tuning track, one classification task

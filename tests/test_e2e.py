@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from huggingface_hub import ModelCard
 
 from conftest import REPO
 from stock_hub import write_stock_hub
@@ -92,10 +93,15 @@ def test_tiny_suite_end_to_end_then_rerun_retrains_nothing(trained_suite, tmp_pa
         finetune = json.loads((run / "finetune" / "synthetic_sst2.json").read_text())
         assert [r["seed"] for r in finetune["runs"]] == [0, 1] and finetune["metric"] == "acc"
         assert finetune["head"] == ("last-token" if train["objective"] == "clm" else "first-token")
+        # what it ran with, and its model card with every result, scoring method named
+        assert train["deepspeed_config"]["zero_optimization"] == {"stage": 2} and train["environment"]["versions"]["deepspeed"]
+        card = {(r.dataset_type, r.metric_type): r for r in ModelCard.load(run / "model" / "README.md").data.eval_results}
+        assert card["synthetic_glue", "acc"].metric_config == scoring
+        assert card["synthetic_sst2", "acc"].metric_value == finetune["median"]["acc"]
 
     report = (suite_dir / "report.md").read_text()
     assert "| clm " in report and "| mlm " in report and "pseudo-loglikelihood" in report
-    assert "## Data" in report and "Entropy floor" in report
+    assert "## Data" in report and "Entropy floor" in report and "## Environment" in report
     for section in ("Zero-shot", "Fine-tuning", "Aggregate"):
         assert f"## {section}" in report
     assert "2 to train" in first.stdout
@@ -123,6 +129,7 @@ def test_tiny_suite_end_to_end_then_rerun_retrains_nothing(trained_suite, tmp_pa
     assert result["n-samples"]["hellaswag"]["effective"] == len(rows["hellaswag"]["validation"])
     assert result["configs"]["hellaswag"]["dataset_path"] == "parquet"
     assert "hellaswag" in (suite_dir / "report.md").read_text()
+    assert "hellaswag" in {r.dataset_type for r in ModelCard.load(clm_run / "model" / "README.md").data.eval_results}
 
 
 @pytest.mark.e2e

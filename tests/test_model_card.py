@@ -141,7 +141,10 @@ def test_cards_are_deterministic_rewritten_with_new_results_and_written_by_harne
     suite, data = tmp_path / "demo", prepared_data(tmp_path / "data")
     run = write_run(suite, "mlm", 0, data)
     write_run(suite, "mlm", 1, data)  # no model folder: no card
-    _model_folder(run, None)
+    old = write_run(suite, "clm", 0, data)  # trained for settings the suite no longer plans: left alone
+    for each in (run, old):
+        _model_folder(each, None)
+    write_json(suite / "suite.json", {"name": "demo", "runs": sorted(p.name for p in suite.iterdir() if p != old)})
     assert main(["report", str(suite)]) == 0
     path = run / "model" / CARD_NAME
     first, stamp = path.read_bytes(), path.stat().st_mtime_ns

@@ -96,9 +96,14 @@ class RunFacts:
 
 
 def write_cards(suite_dir: Path) -> list[Path]:
-    """The card of every finished run under `suite_dir` (train.json and model/ present)."""
-    return [write_card(path.parent) for path in sorted(Path(suite_dir).glob("*/run.yaml"))
-            if (path.parent / "train.json").is_file() and (path.parent / "model").is_dir()]
+    """The card of every finished run (train.json and model/ present) of the runs the suite plans
+    now, as the report reads them: those suite.json lists (every run without a suite.json)."""
+    suite_dir = Path(suite_dir)
+    runs = sorted(path.parent for path in suite_dir.glob("*/run.yaml"))
+    record = suite_dir / SUITE_RECORD
+    if record.is_file() and "runs" in (current := read_json(record)):
+        runs = [run for run in runs if run.name in set(current["runs"])]
+    return [write_card(run) for run in runs if (run / "train.json").is_file() and (run / "model").is_dir()]
 
 
 def write_card(run_dir: Path) -> Path:
