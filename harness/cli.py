@@ -376,6 +376,7 @@ def _cmd_eval_bundle(args) -> int:
 
 
 def _cmd_report(args) -> int:
+    from harness.export.card import write_cards
     from harness.report import partial_notice, planned_runs, write_report
     if not args.suite_dir.is_dir():
         raise UserError("no such results directory", where=str(args.suite_dir))
@@ -385,8 +386,7 @@ def _cmd_report(args) -> int:
     from harness.lock import SuiteLock
     with SuiteLock(args.suite_dir, "harness report"):
         csv_path, md_path = write_report(args.suite_dir, f"Suite {args.suite_dir.name}")
-        from harness.export.card import write_cards
-        write_cards(args.suite_dir)
+        write_cards(args.suite_dir)  # every finished run's model card, with every result
     print(f"wrote {md_path} and {csv_path}")
     if notice := partial_notice(planned_runs(args.suite_dir), markdown=False):
         print(notice)
