@@ -94,6 +94,20 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def staging_dir(final: Path) -> Path:
+    """A new, uniquely named hidden folder beside `final`, to fill and then move into place with
+    `replace_dir`. It gets the permissions the umask gives, as `mkdir` would (mkdtemp's 0700
+    would hide the folder's content from colleagues once renamed)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        folder = final.parent / f".{final.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            folder.mkdir(mode=0o777)  # the umask applies
+            return folder
+        except FileExistsError:
+            continue
+
+
 def replace_dir(staging: Path, final: Path) -> None:
     """Move a fully written directory into place, replacing any older one."""
     if final.exists():
