@@ -65,6 +65,30 @@ def _create_beside(path: Path) -> tuple[int, Path]:
             continue
 
 
+def process_umask() -> int:
+    """The process's umask: read from /proc where Linux shows it (setting it, even to restore it
+    at once, races other threads creating files), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def open_to_umask(folder: Path) -> None:
+    """Give `folder`, and every file and folder in it, the mode `open` and `mkdir` would have
+    given (0o666 and 0o777 less the umask): for what libraries write through private temporary
+    files, such as safetensors (0.8 and later write weights 0600, whatever the umask)."""
+    mask = process_umask()
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def hash_file(path: Path, digest=None):
     """`digest` (a new sha256 when None) updated with the bytes of `path`, read in 1 MiB chunks."""
     digest = hashlib.sha256() if digest is None else digest

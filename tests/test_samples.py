@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import stat
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ from harness.evaluate.samples import (
 )
 from harness.evaluate.worst import gold_indices, kind_of, worst, worst_of_run
 from harness.jobs import EvalJob
-from harness.results import replace_dir, staging_dir, write_atomic, write_json
+from harness.results import RunDir, replace_dir, staging_dir, write_atomic, write_json
 from harness.schema import EvalConfig
 from harness.units import EvalUnit
 
@@ -206,14 +207,31 @@ def _mode(path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_every_writer_follows_the_umask(umask, task_data, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny decoder and a folder holding its tokenizer, as a trained run's export gets them."""
+    import transformers
+
+    from tiny_lm import tiny_config, train_tokenizer
+
+    tokenizer, folder = train_tokenizer(), tmp_path_factory.mktemp("tokenizer")
+    tokenizer.save_pretrained(folder)
+    config = transformers.ModernBertDecoderConfig(**tiny_config(tokenizer))
+    return transformers.ModernBertDecoderForCausalLM(config), SimpleNamespace(tokenizer_dir=folder)
+
+
+def test_every_writer_follows_the_umask(umask, task_data, tiny_model, tmp_path):
     """Files get 0o666 less the umask and folders 0o777 less it (0644 and 0755 under 022), as open()
-    and mkdir() give: never mkstemp's 0600 or mkdtemp's 0700 under a umask that grants more."""
+    and mkdir() give: never mkstemp's 0600 or mkdtemp's 0700 under a umask that grants more, nor
+    the 0600 safetensors gives the exported weights."""
     from harness.data.prepare import make_temp_dir
     from harness.lock import SuiteLock
+    from harness.train.worker import _save_model
 
     data, rows = task_data
     root = tmp_path / "written"
+    _save_model(tiny_model[0], RunDir(root / "run"), tiny_model[1])
+    assert (root / "run" / "model" / "model.safetensors").is_file()
     write_atomic(root / "a" / "file.json", "{}")
     staging = staging_dir(root / "folder")
     write_atomic(staging / "inner.txt", "x")
