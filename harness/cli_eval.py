@@ -116,7 +116,7 @@ def _cmd_eval_export_tasks(args) -> int:
         print(f"this run's model is scored by {plan.scoring}, through a model class of the harness "
               "that lm-eval's own command line does not have: `harness eval` scores it")
         return 0
-    evaluated = [task for task in tasks if task in plan.eval.tasks] or tasks
+    evaluated = [task for task in plan.eval.tasks if task in tasks] or tasks
     command = lm_eval_command(run.model, args.out, evaluated, batch_size=plan.eval.batch_size,
                               seed=plan.seed, limit=plan.eval.limit, num_fewshot=plan.eval.num_fewshot)
     print(f"to score the run on them as the harness does:\n  {command}")
