@@ -9,6 +9,8 @@
     <results>/<suite>/<run_id>/model/          final model + tokenizer, Hugging Face format
     <results>/<suite>/<run_id>/train.json      training summary, written once the model is saved
     <results>/<suite>/<run_id>/eval/<entry>.json     lm-eval's results for one task, group or tag
+    <results>/<suite>/<run_id>/eval/<entry>.samples/ lm-eval's per-sample records, one gzipped
+                                               file per task (harness.evaluate.samples)
     <results>/<suite>/<run_id>/finetune/<task>.json  the fine-tuning track, one classification task
     <results>/<suite>/<run_id>/DONE            written when nothing is left to do
     <results>/<suite>/<run_id>/FAILED          what failed in the latest attempt (harness.schedule)
@@ -18,6 +20,12 @@
     <results>/<suite>/suite.json               the suite's name, profile, description and current runs
     <results>/<suite>/.lock                    held by the one command writing here
     <results>/<suite>/summary.csv, report.md
+
+Every file and folder gets the permissions the process's umask gives, as `open` and `mkdir`
+would (0644 and 0755 under umask 022): results on shared storage are for colleagues too. The
+temporary files and folders here are made so (`write_atomic`, `staging_dir`), never with
+mkstemp's 0600 or mkdtemp's 0700; what a library writes privately is opened up with
+`open_to_umask`.
 """
 
 from __future__ import annotations
