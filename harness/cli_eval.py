@@ -117,7 +117,8 @@ def _cmd_eval_export_tasks(args) -> int:
               "that lm-eval's own command line does not have: `harness eval` scores it")
         return 0
     evaluated = [task for task in plan.eval.tasks if task in tasks] or tasks
-    command = lm_eval_command(run.model, args.out, evaluated, batch_size=plan.eval.batch_size,
-                              seed=plan.seed, limit=plan.eval.limit, num_fewshot=plan.eval.num_fewshot)
+    command = lm_eval_command(run.model, args.out, evaluated, batch_size=plan.eval.batch_size, seed=plan.seed,
+                              limit=plan.eval.limit, num_fewshot=plan.eval.num_fewshot,
+                              scoring_args=plan.scoring_args)
     print(f"to score the run on them as the harness does:\n  {command}")
     return 0

@@ -285,7 +285,8 @@ def test_lm_evals_own_cli_on_exported_tasks_gives_the_harness_scores(trained_sui
     command = shlex.split(exported.rsplit("\n", 2)[-2].strip())
     eos = transformers.AutoTokenizer.from_pretrained(clm / "model").eos_token_id
     assert command[command.index("--model_args") + 1] == (
-        f"pretrained={(clm / 'model').resolve()},dtype=float32,add_bos_token=False,prefix_token_id={eos}")
+        f"pretrained={(clm / 'model').resolve()},dtype=float32,add_bos_token=False,prefix_token_id={eos},"
+        f"max_length={SUITE['data']['seq_len']}")  # the context the model was trained on
     tasks = SUITE["eval"]["tasks"]
     assert command[command.index("--tasks") + 1:][:7] == [",".join(tasks), "--batch_size", "32", "--seed", "0,0,0,0", "--limit", "20"]
     out = tmp_path / "lm_eval_out"

@@ -102,10 +102,13 @@ def hf_model_args(model_dir: Path) -> dict:
 
 
 def lm_eval_command(model_dir: Path, out: Path, tasks: Sequence[str], *, batch_size: int, seed: int,
-                    limit: int | None = None, num_fewshot: int | None = None) -> str:
+                    limit: int | None = None, num_fewshot: int | None = None,
+                    scoring_args: dict | None = None) -> str:
     """The `lm_eval` command line that scores a causal run on the exported tasks as the harness
-    does (same model arguments, batch size, seeds, limit and few-shot count)."""
-    model_args = ",".join(f"{key}={value}" for key, value in hf_model_args(model_dir).items())
+    does: the same model arguments (`hf_model_args` and the run's `scoring_args`, such as the
+    context it was trained on, `max_length`), batch size, seeds, limit and few-shot count."""
+    args = hf_model_args(model_dir) | dict(scoring_args or {})
+    model_args = ",".join(f"{key}={value}" for key, value in args.items())
     parts = ["lm_eval", "--model", "hf", "--model_args", model_args, "--include_path", str(Path(out).resolve()),
              "--tasks", ",".join(tasks), "--batch_size", str(batch_size), "--seed", ",".join([str(seed)] * 4)]
     if limit is not None:
