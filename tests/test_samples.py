@@ -245,3 +245,19 @@ def test_every_writer_follows_the_umask(umask, task_data, tiny_model, tmp_path):
     assert {oct(_mode(p)) for p in written if p.is_file()} == {oct(0o666 & ~umask)}
     assert {oct(_mode(p)) for p in written if p.is_dir()} == {oct(0o777 & ~umask)}
     assert lock_mode == 0o666 & ~umask
+
+
+def test_eval_subcommands_have_their_own_parsers_and_eval_run_dir_keeps_its_own():
+    from harness.cli_eval import eval_subcommand
+
+    for argv, prog, given in ((["eval", "bundle", "mmlu", "--out", "b"], "harness eval bundle", {"tasks": ["mmlu"]}),
+                              (["eval", "worst", "r", "--task", "t"], "harness eval worst", {"n": 10, "task": "t"}),
+                              (["eval", "export-tasks", "d", "--run", "r"], "harness eval export-tasks", {"tasks": None})):
+        parser, rest = eval_subcommand(argv, "epilog")
+        args = parser.parse_args(rest)
+        assert parser.prog == prog and rest == argv[2:]
+        assert {key: getattr(args, key) for key in given} == given
+    assert eval_subcommand(["eval", "results/s/run", "--tasks", "worst"], "epilog") is None
+    parser, rest = eval_subcommand(["eval", "worst", "r", "--task", "t", "-n", "0"], "epilog")
+    with pytest.raises(SystemExit):  # -n must be above 0
+        parser.parse_args(rest)
