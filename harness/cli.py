@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+from harness.cli_eval import eval_subcommand, trained_run
 from harness.errors import UserError
 
 EPILOG = "Results go to RESULTS/<suite name>/ (default RESULTS: ./results). See README.md."
@@ -14,9 +15,9 @@ EPILOG = "Results go to RESULTS/<suite name>/ (default RESULTS: ./results). See 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    # `harness eval bundle ...` and `harness eval RUN_DIR ...` share a command word.
-    parser = _bundle_parser() if argv[:2] == ["eval", "bundle"] else _parser()
-    args = parser.parse_args(argv[2:] if argv[:2] == ["eval", "bundle"] else argv)
+    # `harness eval bundle|worst|export-tasks ...` have parsers of their own (harness.cli_eval).
+    parser, argv = eval_subcommand(argv, EPILOG) or (_parser(), argv)
+    args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
     except UserError as e:
@@ -93,11 +94,14 @@ def _parser() -> argparse.ArgumentParser:
     prep.set_defaults(func=_cmd_data_prepare)
 
     ev = sub.add_parser(
-        "eval", epilog=EPILOG, help="evaluate a trained run on demand (and `harness eval bundle`)",
+        "eval", epilog=EPILOG, help="evaluate a trained run on demand (and `harness eval bundle|worst|export-tasks`)",
         description="Evaluate a trained run with lm-eval (and optionally fine-tune it) without "
                     "retraining; results go to RUN_DIR/eval/ and RUN_DIR/finetune/, and the suite's "
                     "report is rebuilt. Every task is checked to load before anything runs. "
-                    "`harness eval bundle TASKS --out DIR` stores tasks' data for offline use.")
+                    "`harness eval bundle TASKS --out DIR` stores tasks' data for offline use; "
+                    "`harness eval worst RUN_DIR --task TASK` shows a task's worst-scored examples; "
+                    "`harness eval export-tasks DIR --run RUN_DIR` writes the harness's tasks for "
+                    "lm-eval's own command line.")
     ev.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="RESULTS/SUITE/RUN_ID of a trained run")
     ev.add_argument("--tasks", nargs="+", metavar="TASK",
                     help="lm-eval tasks, groups or tags (default: the suite's eval.tasks, and "
@@ -108,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--num-fewshot", type=int, metavar="N", help="examples in each prompt (default: the suite's)")
     ev.add_argument("--limit", type=int, metavar="N", help="examples per task (default: the suite's)")
     ev.add_argument("--batch-size", type=int, metavar="N", help="default: the suite's")
+    ev.add_argument("--log-samples", action=argparse.BooleanOptionalAction, default=None,
+                    help="keep lm-eval's per-sample records beside each result, for `harness eval "
+                         "worst` (default: the suite's eval.log_samples)")
     ev.set_defaults(func=_cmd_eval)
 
     _report_parsers(sub)
@@ -164,19 +171,6 @@ def _export_parser(sub) -> None:
     ex.add_argument("--push", metavar="REPO_ID", help="also upload DIR to this Hub repository (OWNER/NAME)")
     ex.add_argument("--private", action="store_true", help="with --push: create the repository private")
     ex.set_defaults(func=_cmd_export)
-
-
-def _bundle_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="harness eval bundle", epilog=EPILOG,
-        description="Store the datasets that lm-eval tasks read, with task YAMLs that read the stored "
-                    "copies and keep each stock task's prompt, choices and metrics. Run it where the "
-                    "network is; then `eval: {bundle: DIR}` in a suite (or `harness eval RUN_DIR "
-                    "--bundle DIR`) evaluates those tasks with no network.")
-    p.add_argument("tasks", nargs="+", metavar="TASK", help="lm-eval tasks, groups or tags (mmlu, hellaswag, glue, sst2, ...)")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the bundle directory")
-    p.set_defaults(func=_cmd_eval_bundle)
-    return p
 
 
 def _suite_selection(p: argparse.ArgumentParser) -> None:
@@ -314,7 +308,7 @@ def _cmd_eval(args) -> int:
     from harness.jobs import RunPlan
     from harness.units import check_loads, units_of
 
-    run = _trained_run(args.run_dir)
+    run = trained_run(args.run_dir)
     plan = RunPlan.read(run.run_yaml)
     job = _eval_job(plan, args, run)
     todo = units_of(job, tasks=args.tasks, finetune=args.finetune)
@@ -333,24 +327,12 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-def _trained_run(run_dir: Path):
-    from harness.results import RunDir
-
-    run = RunDir(run_dir)
-    if not run.run_yaml.is_file():
-        raise UserError("not a run directory (run.yaml is missing)", where=str(run_dir))
-    if not run.train_json.is_file() or not run.model.is_dir():
-        raise UserError("this run has not finished training (train.json or model/ is missing); "
-                        "`harness run` its suite first", where=str(run_dir))
-    return run
-
-
 def _eval_job(plan, args, run):
     """The run's evaluation job with the command line's settings over the suite's. The directory
     given is the one evaluated and written, wherever the run was trained: a copied run must never
     write into its original."""
     given = {"bundle": args.bundle.resolve() if args.bundle else None, "num_fewshot": args.num_fewshot,
-             "limit": args.limit, "batch_size": args.batch_size}
+             "limit": args.limit, "batch_size": args.batch_size, "log_samples": args.log_samples}
     settings = plan.eval.model_copy(update={k: v for k, v in given.items() if v is not None})
     return plan.eval_job().model_copy(update={"eval": settings, "run_dir": run.root.resolve()})
 
@@ -365,14 +347,6 @@ def _result_line(kind: str, result: dict) -> str:
         chance = f" (chance {row['chance']:.3f})" if row["chance"] is not None else ""
         rows.append(f"{task}: {shown}{chance}")
     return "; ".join(rows)
-
-
-def _cmd_eval_bundle(args) -> int:
-    from harness.evaluate.bundle import make_bundle
-    make_bundle(args.tasks, args.out)
-    print(f"bundle written to {args.out.resolve()}; use it with `eval: {{bundle: {args.out.resolve()}}}` "
-          "in a suite, or `harness eval RUN_DIR --bundle DIR`")
-    return 0
 
 
 def _cmd_report(args) -> int:

@@ -10,6 +10,8 @@
                                                model card, README.md (harness.export.card)
     <results>/<suite>/<run_id>/train.json      training summary, written once the model is saved
     <results>/<suite>/<run_id>/eval/<entry>.json     lm-eval's results for one task, group or tag
+    <results>/<suite>/<run_id>/eval/<entry>.samples/ lm-eval's per-sample records, one gzipped
+                                               file per task (harness.evaluate.samples)
     <results>/<suite>/<run_id>/finetune/<task>.json  the fine-tuning track, one classification task
     <results>/<suite>/<run_id>/DONE            written when nothing is left to do
     <results>/<suite>/<run_id>/FAILED          what failed in the latest attempt (harness.schedule)
@@ -19,6 +21,12 @@
     <results>/<suite>/suite.json               the suite's name, profile, description and current runs
     <results>/<suite>/.lock                    held by the one command writing here
     <results>/<suite>/summary.csv, report.md
+
+Every file and folder gets the permissions the process's umask gives, as `open` and `mkdir`
+would (0644 and 0755 under umask 022): results on shared storage are for colleagues too. The
+temporary files and folders here are made so (`write_atomic`, `staging_dir`), never with
+mkstemp's 0600 or mkdtemp's 0700; what a library writes privately is opened up with
+`open_to_umask`.
 """
 
 from __future__ import annotations
@@ -66,6 +74,30 @@ def _create_beside(path: Path) -> tuple[int, Path]:
             continue
 
 
+def process_umask() -> int:
+    """The process's umask: read from /proc where Linux shows it (setting it, even to restore it
+    at once, races other threads creating files), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def open_to_umask(folder: Path) -> None:
+    """Give `folder`, and every file and folder in it, the mode `open` and `mkdir` would have
+    given (0o666 and 0o777 less the umask): for what libraries write through private temporary
+    files, such as safetensors (0.8 and later write weights 0600, whatever the umask)."""
+    mask = process_umask()
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def hash_file(path: Path, digest=None):
     """`digest` (a new sha256 when None) updated with the bytes of `path`, read in 1 MiB chunks."""
     digest = hashlib.sha256() if digest is None else digest
@@ -93,6 +125,20 @@ def read_yaml(path: Path) -> Any:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def staging_dir(final: Path) -> Path:
+    """A new, uniquely named hidden folder beside `final`, to fill and then move into place with
+    `replace_dir`. It gets the permissions the umask gives, as `mkdir` would (mkdtemp's 0700
+    would hide the folder's content from colleagues once renamed)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        folder = final.parent / f".{final.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            folder.mkdir(mode=0o777)  # the umask applies
+            return folder
+        except FileExistsError:
+            continue
 
 
 def replace_dir(staging: Path, final: Path) -> None:

@@ -193,6 +193,11 @@ class EvalConfig(Strict):
     bundle: Path | None = Field(None, description="an offline task bundle (`harness eval bundle`): "
                                 "stock tasks read their data from it instead of the hub")
     cache: bool = Field(False, description="keep lm-eval's response cache, one per model checkpoint")
+    log_samples: bool = Field(True, description="keep lm-eval's per-sample records (prompts, "
+                              "answers, scores), gzipped beside each result: eval/<entry>.samples/; "
+                              "read by `harness eval worst`. 140-250 bytes per document measured on "
+                              "the synthetic tasks, about 0.5 kB estimated for MMLU and HellaSwag "
+                              "(6-7 MB for all of MMLU): kept always, limit or not")
     bits_per_byte: bool = Field(True, description="score the held-out text (sliding window) for "
                                 "objectives that define a likelihood")
     aggregate: str | dict | None = Field(None, description="a versioned aggregate of centered "

@@ -2,6 +2,7 @@
 file of the run directory.
 
     EvalUnit(job, task)        eval/<task>.json           an lm-eval task, group or tag of eval.tasks
+                               (and eval/<task>.samples/ with eval.log_samples)
     EvalUnit(job, heldout)     eval/harness_heldout.json  bits per byte, likelihood objectives only
     FinetuneUnit(job, task)    finetune/<task>.json       the fine-tuning track
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from harness.evaluate.samples import samples_dir
 from harness.evaluate.tasks import HELDOUT_TASK
 from harness.jobs import EvalJob, TrainJob
 from harness.results import RunDir, read_json
@@ -70,6 +72,14 @@ class EvalUnit(Unit):
     def written_for(self, written: dict) -> bool:
         return written.get("harness", {}).get("request") == self.request()
 
+    def is_current(self) -> bool:
+        """As any unit; and with `eval.log_samples`, its samples are there too (a result written
+        without them is evaluated again, so that turning the setting on gives every entry its
+        samples)."""
+        if not super().is_current():
+            return False
+        return not self.job.eval.log_samples or samples_dir(self.result_path.parent, self.name).is_dir()
+
     def run(self) -> dict:
         from harness.evaluate.run import evaluate_entry  # lm-eval and torch: in the Ray task only
 
@@ -78,7 +88,8 @@ class EvalUnit(Unit):
                               out_dir=run.eval_dir, bundle=job.eval.bundle,
                               num_fewshot=request["num_fewshot"], batch_size=job.eval.batch_size,
                               limit=request["limit"], seed=job.seed, model_args=job.scoring_args,
-                              cache_dir=run.eval_dir / ".cache" if job.eval.cache else None)
+                              cache_dir=run.eval_dir / ".cache" if job.eval.cache else None,
+                              log_samples=job.eval.log_samples)
 
 
 class FinetuneUnit(Unit):

@@ -8,10 +8,13 @@ from a bundle, or failing fast without one.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
+import shlex
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -41,8 +44,9 @@ SUITE = {
 
 
 def _harness(*args: str, cwd: Path = REPO, rc: int = 0, env: dict | None = None) -> subprocess.CompletedProcess:
+    # umask 022 whatever the caller's: the results tree is checked for group and other read access
     done = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=900, env={**os.environ, **(env or {})})
+                          text=True, cwd=cwd, timeout=900, env={**os.environ, **(env or {})}, umask=0o022)
     assert done.returncode == rc, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -226,3 +230,94 @@ def test_run_refuses_pickled_weights_in_a_trained_run_before_ray_starts(trained_
     assert str(planted) in done.stderr and "Traceback" not in done.stderr
     assert "started" not in done.stdout and not marker.exists()
     assert not (run / "eval" / "synthetic_cola.json").exists()
+
+
+LM_EVAL_RECORD_KEYS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "filter", "metrics",
+                       "doc_hash", "prompt_hash", "target_hash"}  # and each metric's value
+
+
+def _runs(results: Path) -> dict[str, Path]:
+    return {p.name.split("-")[0]: p for p in (results / SUITE["name"]).iterdir() if (p / "run.yaml").exists()}
+
+
+@pytest.mark.e2e
+def test_every_evaluated_task_keeps_lm_evals_samples_and_eval_worst_ranks_them(trained_suite):
+    """eval/<entry>.samples/<task>.jsonl.gz for every task evaluated, in lm-eval's samples
+    format, one record per document; `harness eval worst` prints the n worst, ordered."""
+    _, results, _ = trained_suite
+    for objective, run in _runs(results).items():
+        entries = [*SUITE["eval"]["tasks"], *(["harness_heldout"] if objective == "clm" else [])]
+        assert {f"{e}.samples" for e in entries} <= {p.name for p in (run / "eval").glob("*.samples")}
+        for entry in entries:
+            path = run / "eval" / f"{entry}.samples" / f"{entry}.jsonl.gz"
+            records = [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode().splitlines()]
+            written = json.loads((run / "eval" / f"{entry}.json").read_text())
+            assert len(records) == written["n-samples"][entry]["effective"] == (20 if entry in SUITE["eval"]["tasks"] else len(records))
+            assert [r["doc_id"] for r in records] == list(range(len(records)))
+            for record in records:
+                assert set(record) == LM_EVAL_RECORD_KEYS | set(record["metrics"])
+                assert all(key.startswith("gen_args_") for key in record["arguments"])
+                assert all(isinstance(resp[0], str) for resp in record["filtered_resps"]) or entry == "harness_heldout"
+    shown = _harness("eval", "worst", str(_runs(results)["clm"]), "--task", "synthetic_hellaswag", "-n", "5").stdout
+    heads = [line for line in shown.splitlines() if line.startswith("#")]
+    assert [line.split(" ")[0] for line in heads] == ["#1", "#2", "#3", "#4", "#5"]
+    margins = [float(line.split("margin ")[1].split(":")[0]) for line in heads]
+    assert margins == sorted(margins) and shown.count("  prompt:") == 5
+    missing = _harness("eval", "worst", str(_runs(results)["clm"]), "--task", "synthetic_cola", rc=2)
+    assert "synthetic_cola.samples/synthetic_cola.jsonl.gz" in missing.stderr and "eval.log_samples" in missing.stderr
+
+
+@pytest.mark.e2e
+def test_the_results_tree_is_readable_by_group_and_others(trained_suite):
+    """Under umask 022 every file the suite wrote is group/other readable and every folder
+    group/other listable: results on shared storage are for colleagues too."""
+    _, results, _ = trained_suite
+    closed = [f"{oct(stat.S_IMODE(p.lstat().st_mode))} {p.relative_to(results)}"
+              for p in [results, *results.rglob("*")] if not p.is_symlink()
+              and stat.S_IMODE(p.lstat().st_mode) & (0o055 if p.is_dir() else 0o044) != (0o055 if p.is_dir() else 0o044)]
+    assert closed == []
+
+
+@pytest.mark.e2e
+def test_lm_evals_own_cli_on_exported_tasks_gives_the_harness_scores(trained_suite, tmp_path):
+    """The exported tasks and the printed `lm_eval` command, run in an interpreter that cannot
+    import the project: acc and acc_norm equal the harness's stored scores, and lm-eval's own
+    samples file holds the records the harness kept."""
+    import transformers
+    from isolated import run_isolated
+
+    _, results, _ = trained_suite
+    clm = _runs(results)["clm"]
+    exported = _harness("eval", "export-tasks", str(tmp_path / "tasks"), "--run", str(clm)).stdout
+    command = shlex.split(exported.rsplit("\n", 2)[-2].strip())
+    eos = transformers.AutoTokenizer.from_pretrained(clm / "model").eos_token_id
+    assert command[command.index("--model_args") + 1] == (
+        f"pretrained={(clm / 'model').resolve()},dtype=float32,add_bos_token=False,prefix_token_id={eos},"
+        f"max_length={SUITE['data']['seq_len']}")  # the context the model was trained on
+    tasks = SUITE["eval"]["tasks"]
+    assert command[command.index("--tasks") + 1:][:7] == [",".join(tasks), "--batch_size", "32", "--seed", "0,0,0,0", "--limit", "20"]
+    out = tmp_path / "lm_eval_out"
+    argv = [*command, "--output_path", str(out / "results.json"), "--log_samples"]
+    done = run_isolated(f"import sys\nsys.argv = {argv!r}\nfrom lm_eval.__main__ import cli_evaluate\ncli_evaluate()\n",
+                        tmp_path / "home", cwd=tmp_path)  # another working directory than the export's
+    assert done.returncode == 0, done.stderr[-3000:]
+    theirs = json.loads(next(out.glob("results_*.json")).read_text())
+    for task in tasks:
+        ours = json.loads((clm / "eval" / f"{task}.json").read_text())
+        metrics = [metric for metric in ("acc,none", "acc_norm,none") if metric in ours["results"][task]]
+        assert "acc,none" in metrics and all(theirs["results"][task][m] == ours["results"][task][m] for m in metrics)
+        their_samples = [json.loads(line) for line in next(out.glob(f"samples_{task}_*.jsonl")).read_text().splitlines()]
+        our_samples = [json.loads(line) for line in gzip.decompress(
+            (clm / "eval" / f"{task}.samples" / f"{task}.jsonl.gz").read_bytes()).decode().splitlines()]
+        # The same records; the log-likelihoods to float32 rounding: lm-eval's run batches both
+        # tasks' requests together, the harness each task's alone, so the batches' shapes differ.
+        assert [_without_answers(r) for r in our_samples] == [_without_answers(r) for r in their_samples]
+        assert [_answers(r) for r in our_samples] == [pytest.approx(_answers(r), rel=1e-5) for r in their_samples]
+
+
+def _without_answers(record: dict) -> dict:
+    return {key: value for key, value in record.items() if key not in ("resps", "filtered_resps")}
+
+
+def _answers(record: dict) -> list[float]:
+    return [float(answer[0]) for answer in record["filtered_resps"]]

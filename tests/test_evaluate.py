@@ -18,6 +18,7 @@ from lm_eval.api.registry import get_model
 from harness.errors import UserError
 from harness.evaluate.adapters import PseudoLogLikelihoodLM, left_truncate, masked_copy
 from harness.evaluate.documents import document_rows, read_documents, write_documents
+from harness.evaluate.samples import read_samples, samples_dir
 from harness.evaluate.run import (
     SCORING_MODELS,
     chance_level,
@@ -209,6 +210,24 @@ def test_task_hashes_change_with_the_prompts(model_dirs, tasks_dir, tmp_path):
         assert written["harness"]["request"] == {"num_fewshot": shots, "limit": None}
         hashes.append(written["task_hashes"]["synthetic_glue"])
     assert hashes[0] != hashes[1]
+
+
+def test_evaluate_entry_keeps_lm_evals_samples_gzipped_the_same_bytes_every_time(model_dirs, tasks_dir, tmp_path):
+    """One samples file per task, one record per document, written before the result; two
+    identical evaluations write identical bytes; an evaluation without samples removes old ones."""
+    for name in ("first", "again"):
+        evaluate_entry(model_dirs["decoder"], "loglikelihood", "synthetic_glue", tasks_dir=tasks_dir,
+                       out_dir=tmp_path / name)
+    path = samples_dir(tmp_path / "first", "synthetic_glue") / "synthetic_glue.jsonl.gz"
+    records = read_samples(path)
+    assert [r["doc_id"] for r in records] == [0, 1, 2] and len(records[0]["arguments"]) == 2
+    assert path.read_bytes() == (tmp_path / "again" / path.relative_to(tmp_path / "first")).read_bytes()
+    result = json.loads((tmp_path / "first" / "synthetic_glue.json").read_text())
+    assert sum(r["acc"] for r in records) / 3 == pytest.approx(result["results"]["synthetic_glue"]["acc,none"])
+    assert path.stat().st_mtime_ns <= (tmp_path / "first" / "synthetic_glue.json").stat().st_mtime_ns
+    evaluate_entry(model_dirs["decoder"], "loglikelihood", "synthetic_glue", tasks_dir=tasks_dir,
+                   out_dir=tmp_path / "first", log_samples=False)
+    assert not path.parent.exists() and (tmp_path / "first" / "synthetic_glue.json").exists()
 
 
 def test_response_cache_is_keyed_per_checkpoint(model_dirs, tasks_dir, tmp_path):

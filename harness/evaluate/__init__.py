@@ -7,6 +7,11 @@ package of the harness that imports lm_eval.
                   `register_models` makes the harness's model classes known to lm-eval
     documents.py  each document's score beside an entry's result (`<entry>.documents.jsonl`)
                   and `read_documents`, for the report's paired comparisons
+    samples.py    lm-eval's per-sample records beside an entry's result, gzipped, in lm-eval's
+                  own samples format (`<entry>.samples/<task>.jsonl.gz`, `eval.log_samples`)
+    worst.py      a task's worst-scored documents from those records (`harness eval worst`)
+    export.py     the shipped tasks and their data as a folder lm-eval's own command line
+                  reads from anywhere (`harness eval export-tasks`)
     tasks.py      where tasks come from (shipped YAML templates in `tasks/`, an offline bundle,
                   lm-eval's stock registry), `materialize_tasks`, and the `check_tasks` preflight
     weights.py    `safetensors_weights` (only safetensors is loaded) and `model_sha256`
@@ -17,6 +22,7 @@ package of the harness that imports lm_eval.
                   lm-eval model classes for prefix LMs and UL2, encoder-decoders, ELECTRA
     finetune.py   the fine-tuning track: a classification head on each model, trained per task
 
-Importing this package imports nothing heavy: `tasks.py`, `weights.py` and `documents.py` are light (the report
-reads `HELDOUT_TASK`); `run.py`, the model classes and `finetune.py` import lm_eval or torch.
+Importing this package imports nothing heavy: `tasks.py`, `weights.py`, `documents.py`, `samples.py`,
+`worst.py` and `export.py` are light (the report reads `HELDOUT_TASK`); `run.py`, the model classes
+and `finetune.py` import lm_eval or torch.
 """

@@ -8,7 +8,8 @@ runs lm-eval's `simple_evaluate` on one entry (a task, a group such as `mmlu`, o
 `out_dir/<entry>.json`: lm-eval's own results (configs, versions, seeds, batch size, n-shot,
 task hashes) plus a `harness` section with the scoring method, the chance level and plain metric
 names of the rows the report shows; and beside it `out_dir/<entry>.documents.jsonl`, each
-document's score (harness.evaluate.documents).
+document's score (harness.evaluate.documents), and `out_dir/<entry>.samples/`, lm-eval's record of
+every request and answer (harness.evaluate.samples).
 
 This module imports lm_eval and transformers: import it where evaluation runs, not on a light
 path (the pipeline imports it inside the function that evaluates).
@@ -22,7 +23,6 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import transformers
 from lm_eval import simple_evaluate
 from lm_eval.utils import handle_non_serializable, hash_string
 
@@ -30,6 +30,8 @@ from harness import runtime
 from harness.errors import UserError, did_you_mean
 from harness.evaluate.cache import json_response_cache
 from harness.evaluate.documents import document_rows, write_documents
+from harness.evaluate.export import hf_model_args
+from harness.evaluate.samples import remove_samples, write_samples
 from harness.evaluate.tasks import HELDOUT_TASK, check_names, task_manager
 from harness.evaluate.weights import model_sha256
 from harness.results import write_atomic
@@ -58,9 +60,11 @@ HARNESS_MODELS = {
 def evaluate_entry(model_dir: Path, scoring: str, entry: str, *, tasks_dir: Path, out_dir: Path,
                    bundle: Path | None = None, num_fewshot: int | None = None, batch_size: int = 32,
                    limit: int | None = None, seed: int = 0, device: str | None = None,
-                   model_args: dict | None = None, cache_dir: Path | None = None) -> dict:
-    """Evaluate the model saved in `model_dir` on one task, group or tag; write `out_dir/<entry>.json`
-    and its per-document scores `out_dir/<entry>.documents.jsonl`.
+                   model_args: dict | None = None, cache_dir: Path | None = None,
+                   log_samples: bool = True) -> dict:
+    """Evaluate the model saved in `model_dir` on one task, group or tag; write `out_dir/<entry>.json`,
+    its per-document scores `out_dir/<entry>.documents.jsonl` and, with `log_samples`, lm-eval's
+    per-sample records `out_dir/<entry>.samples/<task>.jsonl.gz` (harness.evaluate.samples).
 
     Returns the file's `harness` section: {"entry", "scoring", "model_sha256", "request",
     "tasks": {task: {"metrics", "chance", "n", "num_fewshot", "higher_is_better"}}}.
@@ -88,11 +92,21 @@ def evaluate_entry(model_dir: Path, scoring: str, entry: str, *, tasks_dir: Path
     section = _harness_section(results, {"entry": entry, "scoring": scoring, "model": model,
                                          "model_sha256": checkpoint,
                                          "request": {"num_fewshot": num_fewshot, "limit": limit}})
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    # The documents first: the result file's existence marks the entry done.
-    write_documents(out_dir, entry, document_rows(samples, {task: _leaves(results, task) for task in section["tasks"]}))
-    write_atomic(Path(out_dir) / f"{entry}.json", _to_json(results))
+    _write_entry(Path(out_dir), entry, results, samples, log_samples)
     return section
+
+
+def _write_entry(out_dir: Path, entry: str, results: dict, samples: dict, log_samples: bool) -> None:
+    """The per-document scores, the samples (or none: earlier ones are removed), then the result
+    file, whose existence marks the entry done."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    leaves = {task: _leaves(results, task) for task in results["harness"]["tasks"]}
+    write_documents(out_dir, entry, document_rows(samples, leaves))
+    if log_samples:
+        write_samples(out_dir, entry, samples)
+    else:
+        remove_samples(out_dir, entry)
+    write_atomic(out_dir / f"{entry}.json", _to_json(results))
 
 
 def _response_cache(cache_dir: Path | None, model: str, checkpoint: str) -> str | None:
@@ -174,16 +188,13 @@ def lm_eval_model(scoring: str, rolling: bool = False) -> str:
 
 
 def lm_eval_model_args(model: str, model_dir: Path) -> dict[str, Any]:
-    """The model arguments the harness gives lm-eval's `model` for the model saved in `model_dir`."""
+    """The model arguments the harness gives lm-eval's `model` for the model saved in `model_dir`
+    (for lm-eval's own `hf`, `hf_model_args`: the ones `harness eval export-tasks` prints too)."""
+    if model == "hf":
+        return hf_model_args(model_dir)
     # An absolute path: HFLM asks the hub for a model's revision, and a bare relative name like
     # "model" would look like a hub repository id.
-    args: dict[str, Any] = {"pretrained": str(model_dir.resolve()), "dtype": "float32"}
-    if model == "hf":
-        # No [BOS]/[CLS] before the text, as in training; an empty context is conditioned on
-        # [EOS], the document separator the model saw, whatever the tokenizer calls its BOS.
-        eos = transformers.AutoTokenizer.from_pretrained(model_dir).eos_token_id
-        args |= {"add_bos_token": False, "prefix_token_id": eos}
-    return args
+    return {"pretrained": str(Path(model_dir).resolve()), "dtype": "float32"}
 
 
 def plain_metrics(task_results: dict) -> dict[str, float | None]:

@@ -33,7 +33,7 @@ from harness.jobs import TrainJob
 from harness.models.families import model_factory
 from harness.models.sizes import SIZES
 from harness.plan import vocab_of
-from harness.results import RunDir, read_jsonl, replace_dir, write_atomic, write_json
+from harness.results import RunDir, open_to_umask, read_jsonl, replace_dir, write_atomic, write_json
 from harness.tracking import open_tracker
 from objectives import registry
 from objectives.base import check_batch
@@ -339,6 +339,7 @@ def _save_model(model, run: RunDir, data: PreparedData) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     load_tokenizer(data.tokenizer_dir).save_pretrained(staging)
+    open_to_umask(staging)  # safetensors writes the weights 0600: colleagues could not evaluate them
     replace_dir(staging, run.model)
 
 
