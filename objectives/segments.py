@@ -199,7 +199,6 @@ class SegmentPairObjective(Objective):
     Config = SegmentPairConfig
     pair_labels: ClassVar[dict[int, str]]  # what each sequence label means
 
-
     def __init__(self, config, vocab):
         super().__init__(config, vocab)
         if not vocab.sentence_end:

@@ -20,6 +20,8 @@ from harness.errors import UserError
 from harness.evaluate.weights import safetensors_weights
 from harness.export.loader import load_exported
 import harness.plan
+from harness.models.families import build_model
+from harness.models.sizes import SIZES
 from harness.plan import plan_suite, vocab_of
 from harness.schema import Suite
 from isolated import run_isolated
@@ -92,7 +94,8 @@ def trained(every_objective_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     data = every_objective_data
     with pytest.MonkeyPatch.context() as patch:  # FLOPs do not matter here (a tokens budget): not counted
-        patch.setattr(harness.plan, "step_cost", lambda objective, make, blocks, seed: (1.0, objective.build_model(make)))
+        patch.setattr(harness.plan, "step_cost",
+                      lambda objective, make, blocks, seed: (1.0, objective.build_model(make)))
         plans = plan_suite(_suite(), data, root / "results")
     assert sorted(p.objective for p in plans) == sorted(registry.names()) and len(plans) == 9
     tokenizer = AutoTokenizer.from_pretrained(data.tokenizer_dir)
@@ -252,6 +255,24 @@ def test_the_loader_scores_the_encoder_decoder_as_the_harness_does(trained, ever
     expected = [score for score, _ in adapter.loglikelihood(
         [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)], disable_tqdm=True)]
     np.testing.assert_allclose(trained["recorded"]["span_corruption"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_encoder_decoder_generates_what_its_forward_predicts():
+    special = {"[PAD]": 0, "[UNK]": 1, "[EOS]": 2}
+    model = build_model("encoder-decoder", SIZES["tiny"], vocab_size=300, special=special, max_len=32).eval()
+    prompt = torch.randint(3, 300, (2, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(prompt)
+    mask[1, 6:] = 0  # the second prompt is padded: generate hands the mask to every step
+    generated = model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=5, min_new_tokens=5)
+    decoded = torch.full((2, 1), model.config.decoder_start_token_id)
+    with torch.no_grad():
+        for _ in range(5):  # greedy, [EOS] barred as min_new_tokens bars it
+            logits = model(input_ids=prompt, attention_mask=mask, decoder_input_ids=decoded).logits[:, -1]
+            next_token = logits.index_fill(-1, torch.tensor([special["[EOS]"]]), -torch.inf).argmax(-1, keepdim=True)
+            decoded = torch.cat([decoded, next_token], 1)
+    assert torch.equal(generated, decoded)
+    with pytest.raises(ValueError, match="no cache"):
+        model.generate(input_ids=prompt, max_new_tokens=2, use_cache=True)
 
 
 def test_a_planted_pickle_is_refused_in_an_export(trained, tmp_path):

@@ -279,16 +279,20 @@ class ModernEncoderDecoder(PreTrainedModel, GenerationMixin):
     def forward(self, input_ids: torch.Tensor | None = None, decoder_input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, encoder_outputs: BaseModelOutput | None = None,
-                use_cache: bool | None = None, **unused) -> Seq2SeqLMOutput:
+                use_cache: bool | None = None, cache=None, output_attentions: bool = False,
+                output_hidden_states: bool = False, return_dict: bool | None = None) -> Seq2SeqLMOutput:
         """Logits (B, S, V) at each decoder position; with `labels` (aligned with the decoder's
         input, IGNORE_INDEX where unlabelled), their mean cross-entropy. Without
         `decoder_input_ids`, the labels shifted right are the decoder's input. `encoder_outputs`
         (what `generate` passes after its one encoder pass) stands for encoding `input_ids`.
-        Every call reads the whole decoder input: there is no cache, and `use_cache=True` is
-        refused rather than ignored. Other keywords of `generate` (return_dict, ...) are accepted
-        and ignored."""
-        if use_cache:
-            raise ValueError("ModernEncoderDecoder keeps no cache: generate with use_cache=False (its default)")
+
+        The other arguments are those `generate` may pass. Every call reads the whole decoder
+        input: there is no cache, and `use_cache=True` (or a `cache`) is refused rather than
+        ignored, as are attentions and hidden states, which are not returned. The output is
+        always a ModelOutput."""
+        if use_cache or cache is not None or output_attentions or output_hidden_states:
+            raise ValueError("ModernEncoderDecoder keeps no cache and returns logits only: use_cache, "
+                             "output_attentions and output_hidden_states must be False (generate's defaults here)")
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("ModernEncoderDecoder needs decoder_input_ids or labels")
