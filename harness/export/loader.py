@@ -70,9 +70,10 @@ class ExportedModel:
         attention = self.usage["attention"]
         if attention == "encoder-decoder":
             return self._infill_loglikelihood(context_ids, continuation_ids)
-        if attention not in ("causal", "prefix") or not context_ids:
-            raise ValueError(f"no log-likelihood for a {attention} model or an empty context; "
-                             f"use: {self.usage['use']}")
+        if attention not in ("causal", "prefix"):
+            raise ValueError(f"a {attention} model defines no log-likelihood; use: {self.usage['use']}")
+        if not context_ids:
+            raise ValueError("an empty context: pass [EOS], which separated the training documents")
         mode = [self.token_id(self.usage["mode_token"])] if self.usage["mode_token"] else []
         tokens = mode + (context_ids + continuation_ids)[-(self.usage["seq_len"] - len(mode)):]
         prefix = max(len(tokens) - len(continuation_ids), 1)
