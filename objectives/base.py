@@ -21,12 +21,18 @@ is shared:
 
 An objective also says which module is trained (`build_model`: the backbone, or the backbone
 with extra heads or a generator) and which model is kept and evaluated (`export_model`).
+
+It says, too, how that model must be used once exported (`export`): the trainer saves the model
+with `save_pretrained`, its config.json carrying a `harness_export` section (`export_usage`: the
+transformers Auto class that loads it, its attention pattern, how to score it), and writes the
+extra modules an objective keeps beside it (`export_heads`: NSP/SOP's pair head) as safetensors
+files. harness.export.loader reads them back from the folder alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -39,6 +45,26 @@ BATCH_KEYS = ("input_ids", "labels")
 OPTIONAL_BATCH_KEYS = ("decoder_input_ids", "prefix_lengths", "sequence_labels", "attention_mask",
                        "noise_seed")
 Architecture = Literal["decoder", "encoder", "encoder-decoder"]
+
+EXPORT_FORMAT = 1  # the version of config.json's `harness_export` section
+# Per architecture, the defaults of `harness_export`: the transformers Auto class that loads the
+# exported folder, whether it needs the folder's own code, the attention pattern, and how to score.
+EXPORT_DEFAULTS: dict[str, dict] = {
+    "decoder": {
+        "auto_class": "AutoModelForCausalLM", "trust_remote_code": False, "attention": "causal",
+        "use": "A causal language model: score a continuation by the sum of the log-probabilities of its "
+               "tokens, each read from the logits at the position before it (as lm-eval's hf model does)."},
+    "encoder": {
+        "auto_class": "AutoModelForMaskedLM", "trust_remote_code": False, "attention": "bidirectional",
+        "use": "A masked language model, bidirectional: score a continuation by its pseudo-log-likelihood, "
+               "masking each of its tokens in turn with [MASK] (the context visible) and summing log P(original "
+               "token) at the mask. That is no likelihood of the text."},
+    "encoder-decoder": {
+        "auto_class": "AutoModelForSeq2SeqLM", "trust_remote_code": True, "attention": "encoder-decoder",
+        "use": "An encoder-decoder whose code is in this folder (load it with trust_remote_code=True). Score a "
+               "continuation as T5 scores zero-shot: the encoder reads context + sentinel + [EOS], the decoder "
+               "[PAD] + sentinel + continuation, and the continuation's tokens are scored after the sentinel."},
+}
 
 
 @dataclass(frozen=True)
@@ -113,6 +139,44 @@ class Objective:
         """Extra model arguments for this objective's lm-eval adapter (a mode token, say), for a
         model trained on `seq_len`-token inputs. The harness adds `max_length: seq_len` itself."""
         return {}
+
+    def export_usage(self, seq_len: int) -> dict:
+        """How the exported model must be used, from its folder alone: config.json's
+        `harness_export` (the keys below; `heads` is filled in by `export`). The defaults are
+        those of the architecture (EXPORT_DEFAULTS); an objective whose model is read otherwise
+        (a bidirectional prefix, a mode token) says so by overriding this."""
+        return {"format": EXPORT_FORMAT, "objective": self.name, **EXPORT_DEFAULTS[self.architecture],
+                "scoring": self.scoring, "mode_token": None, "heads": {}, "seq_len": seq_len,
+                "scoring_args": self.scoring_args(seq_len)}
+
+    def export_heads(self, module: torch.nn.Module) -> dict[str, ExtraWeights]:
+        """Modules of the trained `module` kept beside the exported model, by name (saved as
+        `<name>.safetensors`); none by default."""
+        return {}
+
+    def export(self, module: torch.nn.Module, seq_len: int) -> Export:
+        """The exported model with `harness_export` set on its config, and its extra files."""
+        model = self.export_model(module)
+        heads = self.export_heads(module)
+        usage = self.export_usage(seq_len)
+        usage["heads"] = {name: {"file": f"{name}.safetensors", **head.description} for name, head in heads.items()}
+        model.config.harness_export = usage
+        return Export(model, {f"{name}.safetensors": head.tensors for name, head in heads.items()})
+
+
+class ExtraWeights(NamedTuple):
+    """A module trained with the exported model and saved beside it (`Objective.export_heads`)."""
+
+    tensors: dict[str, torch.Tensor]  # its state dict, saved as safetensors
+    description: dict  # what it reads and what its outputs mean, under harness_export["heads"]
+
+
+class Export(NamedTuple):
+    """What the trainer saves (`Objective.export`): the transformers model, whose config carries
+    `harness_export`, and each extra module's tensors by the file name they go to."""
+
+    model: torch.nn.Module
+    files: dict[str, dict[str, torch.Tensor]]
 
 
 def check_batch(batch: dict, name: str) -> None:

@@ -43,6 +43,7 @@ from objectives.configs import ElectraConfig
 from objectives.mlm import bert_mask
 
 ALL_MASK = (1.0, 0.0, 0.0)  # every selected position becomes [MASK]
+REPLACED = "replaced"  # the discriminator's one label
 
 
 def generator_size(size: ModelSize, fraction: float) -> ModelSize:
@@ -149,6 +150,9 @@ def token_classifier(mlm: torch.nn.Module) -> ModernBertForTokenClassification:
     """A ModernBertForTokenClassification (one label) whose backbone is `mlm`'s backbone."""
     config = copy.deepcopy(mlm.config)
     config.num_labels = 1
+    # what the one logit means, for whoever loads the saved model: sigmoid(logit) = P(replaced)
+    config.id2label, config.label2id = {0: REPLACED}, {REPLACED: 0}
+    config.architectures = [ModernBertForTokenClassification.__name__]
     config.sparse_prediction = False
     model = ModernBertForTokenClassification(config)
     model.model = mlm.model
@@ -177,6 +181,12 @@ class Electra(Objective):
 
     def export_model(self, module):
         return module.discriminator
+
+    def export_usage(self, seq_len):
+        use = (f"A replaced-token detector: one logit per token (label '{REPLACED}'), sigmoid(logit) being the "
+               "probability that the token was replaced. Score a continuation by the sum over its tokens of "
+               "log sigmoid(-logit), the log-probability that each one is original.")
+        return super().export_usage(seq_len) | {"auto_class": "AutoModelForTokenClassification", "use": use}
 
     def loss(self, model, batch):
         labels = batch["labels"]

@@ -24,7 +24,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.models.modernbert_decoder.modeling_modernbert_decoder import ModernBertDecoderLayer
 
 from harness.models.tensors import IGNORE_INDEX
-from objectives.base import Objective, cross_entropy
+from objectives.base import EXPORT_DEFAULTS, Objective, cross_entropy
 from objectives.clm import next_token_batch
 from objectives.configs import MultiTokenConfig
 
@@ -104,3 +104,8 @@ class MultiTokenPrediction(Objective):
 
     def export_model(self, module):
         return module.lm
+
+    def export_usage(self, seq_len):
+        heads = (f" Only the next-token head is exported: the {self.config.k - 1} extra heads that predicted "
+                 "tokens further ahead in training are not saved.")
+        return super().export_usage(seq_len) | {"use": EXPORT_DEFAULTS["decoder"]["use"] + heads}

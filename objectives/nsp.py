@@ -81,6 +81,7 @@ def starts_with(tokens: np.ndarray, prefix: np.ndarray) -> bool:
 class NextSentencePrediction(SegmentPairObjective):
     name = "nsp"
     Config = NextSentenceConfig
+    pair_labels = {NOT_NEXT: "not next: B is from another document", IS_NEXT: "is next: B is the text that follows A"}
 
     def pairs(self, block, docs_by_row, budget, eos_id, rng):
         return nsp_pairs(block, docs_by_row, budget, eos_id, rng)

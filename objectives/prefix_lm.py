@@ -86,6 +86,16 @@ def split_rows(block: np.ndarray, rng: np.random.Generator):
     return np.stack(input_ids), np.stack(labels), np.array(prefix_lengths, dtype=np.int64)
 
 
+def prefix_use(mode_token: str | None = None) -> str:
+    """How to score an export trained with a bidirectional prefix (harness_export's `use`)."""
+    mode = f"{mode_token} first, then " if mode_token else ""
+    return (f"A decoder trained with a bidirectional prefix: the prefix ({mode}the context) attends bidirectionally "
+            "within itself, the continuation causally (key j is visible to query i iff j < prefix length or "
+            "j <= i). Pass that as a 4-D boolean attention_mask (B, 1, L, L), True where a query may attend, with "
+            "attn_implementation='sdpa', and score each continuation token from the logits at the position "
+            "before it. Loaded plainly it runs as a causal decoder, which it was not trained as.")
+
+
 def as_batch(input_ids: np.ndarray, labels: np.ndarray, prefix_lengths: np.ndarray) -> dict[str, torch.Tensor]:
     return {"input_ids": torch.from_numpy(input_ids), "labels": torch.from_numpy(labels),
             "prefix_lengths": torch.from_numpy(prefix_lengths)}
@@ -113,3 +123,6 @@ class PrefixLM(Objective):
 
     def loss(self, model, batch):
         return prefix_lm_loss(model, batch, self.config)
+
+    def export_usage(self, seq_len):
+        return super().export_usage(seq_len) | {"attention": "prefix", "use": prefix_use()}

@@ -17,19 +17,21 @@ Next-sentence and sentence-order prediction both lay a pair out as one row,
 
 then apply BERT masking to it (never to [CLS], [SEP] or [PAD]), and train the masked LM plus a
 two-way classifier on the [CLS] hidden state with one encoder pass (`SegmentPairObjective`).
-They differ only in how pairs are drawn (`pairs`), in objectives/nsp.py and objectives/sop.py.
+They differ only in how pairs are drawn (`pairs`) and what their two labels mean
+(`pair_labels`), in objectives/nsp.py and objectives/sop.py. The masked LM is exported as
+objectives.mlm's is; the pair head is saved beside it (`export_heads`: pair_head.safetensors).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from harness.models.tensors import IGNORE_INDEX
-from objectives.base import Objective, cross_entropy
+from objectives.base import EXPORT_DEFAULTS, ExtraWeights, Objective, cross_entropy
 from objectives.configs import SegmentPairConfig
 from objectives.mlm import bert_mask, dense_for_export
 
@@ -195,6 +197,7 @@ class SegmentPairObjective(Objective):
     scoring = "pseudo-loglikelihood"
     defines_likelihood = False
     Config = SegmentPairConfig
+    pair_labels: ClassVar[dict[int, str]]  # what each sequence label means
 
     def __init__(self, config, vocab):
         super().__init__(config, vocab)
@@ -225,6 +228,20 @@ class SegmentPairObjective(Objective):
 
     def export_model(self, module):
         return dense_for_export(module.mlm)
+
+    def export_heads(self, module):
+        head = module.pair_head
+        description = {
+            "module": "torch.nn.Linear", "in_features": head.in_features, "out_features": head.out_features,
+            "input": "the final hidden state of the first token ([CLS]) of a row [CLS] A [SEP] B [SEP] (padded "
+                     "with [PAD], attention_mask 0 there), from this folder's base model (AutoModel)",
+            "labels": {str(label): meaning for label, meaning in sorted(self.pair_labels.items())}}
+        return {"pair_head": ExtraWeights(dict(head.state_dict()), description)}
+
+    def export_usage(self, seq_len):
+        pair = (f" The {self.name.upper()} pair head trained with it is saved beside it (pair_head.safetensors, "
+                "see heads): softmax of its two logits on [CLS] gives the two labels' probabilities.")
+        return super().export_usage(seq_len) | {"use": EXPORT_DEFAULTS["encoder"]["use"] + pair}
 
     def loss(self, model, batch):
         labels = batch["labels"]

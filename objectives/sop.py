@@ -43,6 +43,7 @@ def sop_pairs(block: np.ndarray, docs_by_row: list[list[list[Span]]], budget: in
 class SentenceOrderPrediction(SegmentPairObjective):
     name = "sop"
     Config = SentenceOrderConfig
+    pair_labels = {SWAPPED: "swapped: B came before A in the document", IN_ORDER: "in order: B follows A"}
 
     def pairs(self, block, docs_by_row, budget, eos_id, rng):
         return sop_pairs(block, docs_by_row, budget, eos_id, rng)

@@ -93,3 +93,10 @@ class SpanCorruption(Objective):
         # Each sliding window scores no more tokens than the decoder was trained to emit
         # (its targets hold a sentinel and [EOS] besides the text).
         return {"sentinel": SENTINELS[0], "rolling_stride": max(1, self.targets_length(seq_len) - 2)}
+
+    def export_usage(self, seq_len):
+        sentinel = SENTINELS[0]
+        use = ("An encoder-decoder whose code is in this folder (load it with trust_remote_code=True). Score a "
+               f"continuation as T5 scores zero-shot: the encoder reads context + {sentinel} + [EOS], the decoder "
+               f"[PAD] + {sentinel} + continuation, and the continuation's tokens are scored after {sentinel}.")
+        return super().export_usage(seq_len) | {"use": use}

@@ -43,7 +43,7 @@ from objectives.configs import Denoiser, UL2Config
 from objectives.noise import (SENTINELS, check_span_count, denoise, drop_noise_tokens, drop_nonnoise_tokens,
                               framed, random_prefix_noise, random_spans_noise, sentinel_ids, sentinel_inputs,
                               sentinel_targets, span_counts)
-from objectives.prefix_lm import as_batch, assemble, prefix_lm_loss
+from objectives.prefix_lm import as_batch, assemble, prefix_lm_loss, prefix_use
 
 MODE_TOKENS = {"R": "[NLU]", "S": "[S2S]", "X": "[NLG]"}
 
@@ -118,6 +118,10 @@ class UL2(Objective):
         # Scoring a continuation after a context is the S denoiser's task: a bidirectional
         # prefix, then causal text with no sentinels. The paper uses [S2S] for such prompts.
         return {"mode_token": MODE_TOKENS["S"]}
+
+    def export_usage(self, seq_len):
+        mode = MODE_TOKENS["S"]
+        return super().export_usage(seq_len) | {"attention": "prefix", "mode_token": mode, "use": prefix_use(mode)}
 
     def _row(self, raw: np.ndarray, index: int, seq_len: int, rng: np.random.Generator):
         denoiser = self.config.denoisers[index]

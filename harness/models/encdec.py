@@ -16,7 +16,15 @@ cross-attention adds parameters (4 h^2 per decoder layer) that the others do not
 
 Importing this module registers the family with transformers' AutoConfig and
 AutoModelForSeq2SeqLM, so a saved model loads through the Auto classes in any process that has
-imported it.
+imported it. Elsewhere, without this project, a saved model loads as transformers' custom
+architectures do: `save_pretrained` copies this file and tensors.py (its one relative import)
+into the model folder and names the classes in config.json's `auto_map`
+(`register_for_auto_class`), so that
+
+    AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True)
+
+runs them. This file therefore imports only torch, transformers and `.tensors`. The model
+generates (GenerationMixin) without a cache: each step runs the decoder over every token so far.
 """
 
 from __future__ import annotations
@@ -27,12 +35,12 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import (AutoConfig, AutoModelForSeq2SeqLM, ModernBertConfig, ModernBertDecoderConfig,
-                          PreTrainedConfig, PreTrainedModel)
+from transformers import (AutoConfig, AutoModelForSeq2SeqLM, GenerationMixin, ModernBertConfig,
+                          ModernBertDecoderConfig, PreTrainedConfig, PreTrainedModel)
 from transformers import initialization as init
 from transformers.masking_utils import (create_bidirectional_mask, create_bidirectional_sliding_window_mask,
                                         create_causal_mask, create_sliding_window_causal_mask)
-from transformers.modeling_outputs import Seq2SeqLMOutput
+from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.modernbert.modeling_modernbert import (ModernBertAttention, ModernBertEncoderLayer,
                                                                 ModernBertMLP, ModernBertRotaryEmbedding)
@@ -40,7 +48,8 @@ from transformers.models.modernbert_decoder.modeling_modernbert_decoder import (
     ModernBertDecoderAttention, ModernBertDecoderLayer, ModernBertDecoderMLP, ModernBertDecoderPredictionHead,
     ModernBertDecoderRotaryEmbedding)
 
-from harness.models.tensors import IGNORE_INDEX, shift_right
+# Relative, so that transformers copies tensors.py beside this file into a saved model's folder.
+from .tensors import IGNORE_INDEX, shift_right
 
 
 def split_layers(num_hidden_layers: int) -> tuple[int, int]:
@@ -179,6 +188,9 @@ class _Stack(nn.Module):
 
 
 class EncoderStack(_Stack):
+    # what `generate` hands the encoder (through the model's `get_encoder`): the model's token ids
+    main_input_name = "input_ids"
+
     def __init__(self, config: ModernBertConfig):
         layers = [ModernBertEncoderLayer(config, i) for i in range(config.num_hidden_layers)]
         super().__init__(config, layers, ModernBertRotaryEmbedding(config))
@@ -208,7 +220,20 @@ class DecoderStack(_Stack):
         return self.final_norm(hidden)
 
 
-class ModernEncoderDecoder(PreTrainedModel):
+class TokenEncoder:
+    """The model's encoder as `generate` calls it: `forward(input_ids, attention_mask)` returning a
+    BaseModelOutput. Not a module: it holds the model, whose `encoder` stack reads embeddings."""
+
+    def __init__(self, model: ModernEncoderDecoder):
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **unused) -> BaseModelOutput:
+        return BaseModelOutput(last_hidden_state=self.model.encode(input_ids, attention_mask))
+
+    __call__ = forward
+
+
+class ModernEncoderDecoder(PreTrainedModel, GenerationMixin):
     """Shared embeddings, encoder stack, decoder stack with cross-attention, tied LM head."""
 
     config: EncoderDecoderConfig
@@ -229,6 +254,7 @@ class ModernEncoderDecoder(PreTrainedModel):
         self.head = ModernBertDecoderPredictionHead(decoder_config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=decoder_config.decoder_bias)
         self.post_init()
+        self.generation_config.use_cache = False  # the decoder keeps no cache (see `forward`)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.shared
@@ -242,21 +268,36 @@ class ModernEncoderDecoder(PreTrainedModel):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
+    def get_encoder(self, modality: str | None = None) -> TokenEncoder:
+        """What `generate` runs once on the prompt: token ids in, BaseModelOutput out."""
+        return TokenEncoder(self)
+
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's output (B, T, h); `attention_mask` is 1 at positions to keep."""
         return self.encoder(self.shared(input_ids), attention_mask)
 
-    def forward(self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor | None = None,
+    def forward(self, input_ids: torch.Tensor | None = None, decoder_input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> Seq2SeqLMOutput:
+                labels: torch.Tensor | None = None, encoder_outputs: BaseModelOutput | None = None,
+                use_cache: bool | None = None, cache=None, output_attentions: bool = False,
+                output_hidden_states: bool = False, return_dict: bool | None = None) -> Seq2SeqLMOutput:
         """Logits (B, S, V) at each decoder position; with `labels` (aligned with the decoder's
         input, IGNORE_INDEX where unlabelled), their mean cross-entropy. Without
-        `decoder_input_ids`, the labels shifted right are the decoder's input."""
+        `decoder_input_ids`, the labels shifted right are the decoder's input. `encoder_outputs`
+        (what `generate` passes after its one encoder pass) stands for encoding `input_ids`.
+
+        The other arguments are those `generate` may pass. Every call reads the whole decoder
+        input: there is no cache, and `use_cache=True` (or a `cache`) is refused rather than
+        ignored, as are attentions and hidden states, which are not returned. The output is
+        always a ModelOutput."""
+        if use_cache or cache is not None or output_attentions or output_hidden_states:
+            raise ValueError("ModernEncoderDecoder keeps no cache and returns logits only: use_cache, "
+                             "output_attentions and output_hidden_states must be False (generate's defaults here)")
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("ModernEncoderDecoder needs decoder_input_ids or labels")
             decoder_input_ids = shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
-        memory = self.encode(input_ids, attention_mask)
+        memory = encoder_outputs[0] if encoder_outputs is not None else self.encode(input_ids, attention_mask)
         memory_mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
         hidden = self.decoder(self.shared(decoder_input_ids), memory, memory_mask, decoder_attention_mask)
         logits = self.lm_head(self.head(hidden))
@@ -319,5 +360,9 @@ def _reset_rotary(module: nn.Module) -> None:
         init.copy_(getattr(module, f"{layer_type}_original_inv_freq"), inv_freq)
 
 
+# Where this module is imported (the harness), the Auto classes know the family ...
 AutoConfig.register(EncoderDecoderConfig.model_type, EncoderDecoderConfig, exist_ok=True)
 AutoModelForSeq2SeqLM.register(EncoderDecoderConfig, ModernEncoderDecoder, exist_ok=True)
+# ... and everywhere else, a saved model carries this code and an `auto_map` naming these classes.
+EncoderDecoderConfig.register_for_auto_class("AutoConfig")
+ModernEncoderDecoder.register_for_auto_class("AutoModelForSeq2SeqLM")

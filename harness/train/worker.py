@@ -22,6 +22,7 @@ import time
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors.torch import save_file
 
 from harness import provenance
 from harness.train import attempts, checkpoint, lr
@@ -36,7 +37,7 @@ from harness.plan import vocab_of
 from harness.results import RunDir, open_to_umask, read_jsonl, replace_dir, write_atomic, write_json
 from harness.tracking import open_tracker
 from objectives import registry
-from objectives.base import check_batch
+from objectives.base import Export, check_batch
 
 VAL_SEED = 7_777  # validation masks are fixed across steps and runs
 
@@ -315,7 +316,7 @@ def _finish(engine, objective, plan: TrainJob, run: RunDir, data: PreparedData, 
     summary = {}
     with _gathered(engine, plan):
         if rank == 0:
-            _save_model(objective.export_model(engine.module), run, data)
+            _save_model(objective.export(engine.module, plan.seq_len), run, data)
             summary = (_summary(plan, val, elapsed, data) | _engine_facts(engine) | attempts.summary(run) | recorded
                        | {"environment": provenance.environment()})
             write_json(run.train_json, summary)
@@ -334,10 +335,14 @@ def _gathered(engine, plan: TrainJob):
     return deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None)
 
 
-def _save_model(model, run: RunDir, data: PreparedData) -> None:
+def _save_model(export: Export, run: RunDir, data: PreparedData) -> None:
+    """RUN/model/: the exported model (its config.json saying how to use it, `harness_export`),
+    the extra modules the objective keeps (safetensors), and the tokenizer; staged, then renamed."""
     staging = run.root / ".model.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
+    export.model.save_pretrained(staging)
+    for name, tensors in export.files.items():
+        save_file({key: value.detach().cpu().contiguous() for key, value in tensors.items()}, staging / name)
     load_tokenizer(data.tokenizer_dir).save_pretrained(staging)
     open_to_umask(staging)  # safetensors writes the weights 0600: colleagues could not evaluate them
     replace_dir(staging, run.model)
