@@ -7,7 +7,8 @@ SUITE ?= suites/clm_vs_mlm.yaml
 TORCH_VERSION ?= 2.13.0
 # Where the CPU build of torch comes from when the registry's default (CUDA) build is not wanted.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-PYTEST_ARGS ?=
+# The 25 slowest tests are listed at the end of every run, so that a slow one is seen where it appears.
+PYTEST_ARGS ?= --durations=25
 # DeepSpeed JIT-builds its C++ ops into this cache: one per environment, so that two
 # environments never rebuild or lock each other's op.
 export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
