@@ -226,12 +226,17 @@ def test_every_writer_follows_the_umask(umask, task_data, tiny_model, tmp_path):
     the 0600 safetensors gives the exported weights."""
     from harness.data.prepare import make_temp_dir
     from harness.lock import SuiteLock
+    import torch
+
     from harness.train.worker import _save_model
+    from objectives.base import Export
 
     data, rows = task_data
     root = tmp_path / "written"
-    _save_model(tiny_model[0], RunDir(root / "run"), tiny_model[1])
+    extra = {"pair_head.safetensors": {"weight": torch.zeros(2, 4)}}  # an extra module, as NSP keeps
+    _save_model(Export(tiny_model[0], extra), RunDir(root / "run"), tiny_model[1])
     assert (root / "run" / "model" / "model.safetensors").is_file()
+    assert (root / "run" / "model" / "pair_head.safetensors").is_file()
     write_atomic(root / "a" / "file.json", "{}")
     staging = staging_dir(root / "folder")
     write_atomic(staging / "inner.txt", "x")
