@@ -12,6 +12,9 @@ PYTEST_ARGS ?= --durations=25
 # DeepSpeed JIT-builds its C++ ops into this cache: one per environment, so that two
 # environments never rebuild or lock each other's op.
 export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
+# ... with the venv's own ninja, the one Ray's workers find: a system ninja of another version
+# keeps another build log, and each switch between the two rebuilt that op (40 s to 2 minutes).
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run test venv browser clean
 
