@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import multiprocessing as mp
 import shutil
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from harness.plan import plan_suite
 from harness.progress import Progress
 from harness.results import RunDir
 from harness.schema import Suite
+from children import spawn
 
 MODEL_STATES = "mp_rank_00_model_states.pt"
 PARTITION = "zero_pp_rank_0_mp_rank_00_optim_states.pt"
@@ -69,11 +69,9 @@ def _in_child(plan, tmp_path: Path, crash_at_step: int | None = None) -> SimpleN
     """Run `plan` in a spawned process; its exit code, the steps it ran, and any UserError text."""
     record, error = tmp_path / "steps.jsonl", tmp_path / "error.txt"
     args = (plan.train_job().model_dump(mode="json"), crash_at_step, str(record), str(error))
-    proc = mp.get_context("spawn").Process(target=_train, args=args)
-    proc.start()
-    proc.join(timeout=300)
+    exitcode = spawn(_train, *args)
     steps = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
-    return SimpleNamespace(exitcode=proc.exitcode, steps=steps,
+    return SimpleNamespace(exitcode=exitcode, steps=steps,
                            error=error.read_text() if error.exists() else "")
 
 
@@ -261,10 +259,7 @@ def test_every_zero_stage_resumes_through_the_weights_only_loader(runs, tmp_path
         plan = runs.crashed.model_copy(update={"run_dir": tmp_path / f"zero{stage}", "steps": 8, "train": train})
         return plan.train_job().model_dump(mode="json")
     out = tmp_path / "first_steps.json"
-    proc = mp.get_context("spawn").Process(target=_stop_and_resume, args=([at(s) for s in (0, 1, 3)], str(out)))
-    proc.start()
-    proc.join(timeout=300)
-    assert proc.exitcode == 0
+    assert spawn(_stop_and_resume, [at(s) for s in (0, 1, 3)], str(out)) == 0
     first = json.loads(out.read_text())
     assert {stage: step for stage, (step, _) in first.items()} == {"0": 5, "1": 5, "3": 5}
     assert first["3"][1] == "DeepSpeedZeroOptimizer_Stage3"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import doctest
 import json
-import multiprocessing as mp
 import shutil
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from harness.models.families import build_model
 from harness.models.sizes import SIZES
 from harness.plan import plan_suite, vocab_of
 from harness.schema import Suite
+from children import spawn
 from isolated import run_isolated
 from objectives import registry
 
@@ -104,10 +104,7 @@ def trained(every_objective_data, tmp_path_factory):
     jobs = [p.train_job().model_dump(mode="json") for p in plans]
     with pytest.MonkeyPatch.context() as patch:  # the child inherits it: remote code stays in the test's folder
         patch.setenv("HF_MODULES_CACHE", str(root / "modules"))
-        process = mp.get_context("spawn").Process(target=_train_all, args=(jobs, probes, str(root / "probes.json")))
-        process.start()
-    process.join(timeout=600)
-    assert process.exitcode == 0
+        assert spawn(_train_all, jobs, probes, str(root / "probes.json"), timeout=600) == 0
     return {"models": {p.objective: Path(p.run_dir) / "model" for p in plans}, "probes": probes,
             "recorded": json.loads((root / "probes.json").read_text())}
 

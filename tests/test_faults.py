@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import multiprocessing as mp
 import os
 import re
 import secrets
@@ -36,6 +35,7 @@ import psutil
 import pytest
 import yaml
 
+from children import spawn
 from conftest import REPO
 
 HANG_TIMEOUT_S = 20
@@ -403,10 +403,7 @@ def _train_plainly(plan: dict) -> None:
 
 
 def _child(target, *args) -> int:
-    proc = mp.get_context("spawn").Process(target=target, args=args)
-    proc.start()
-    proc.join(timeout=300)
-    return proc.exitcode
+    return spawn(target, *args)
 
 
 def test_a_kill_during_a_save_resumes_from_the_checkpoint_before(tiny_data, tmp_path):

@@ -8,7 +8,6 @@ DeepSpeed's own cosine schedule resumes in tests/test_checkpoint.py."""
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from harness.plan import plan_suite
 from harness.schema import Suite
 from harness.train.lr import wsd_factor
 from harness.train.worker import deepspeed_config
+from children import spawn
 
 
 def _plan(tiny_data, results: Path, objective: str):
@@ -57,10 +57,7 @@ def _train(plan_dict: dict, crash_at_step: int | None, record: str | None) -> No
 
 def _in_child(plan_dict: dict, crash_at_step: int | None = None, record: Path | None = None) -> int:
     args = (plan_dict, crash_at_step, str(record) if record else None)
-    proc = mp.get_context("spawn").Process(target=_train, args=args)
-    proc.start()
-    proc.join(timeout=300)
-    return proc.exitcode
+    return spawn(_train, *args)
 
 
 def _rows(run_dir: Path) -> list[dict]:
