@@ -79,7 +79,9 @@ def run_suite(suite: Suite, results_root: Path, address: str | None = None,
         outcome = None
         if work:
             from harness import nodes, schedule  # ray is imported only when there is work for it
+            began = time.time()
             schedule.connect(address, use_gpu=suite.resources.use_gpu)
+            progress.event(f"ray: {'joined ' + address if address else 'started (embedded)'} in {time.time() - began:.1f} s")
             try:
                 if checked := nodes.check_shared_storage(results_root):  # before any run starts
                     progress.event(f"results folder {results_root}: seen by all {checked} nodes")

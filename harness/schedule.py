@@ -1,12 +1,14 @@
-"""Ray: where runs are scheduled. With harness.nodes, the only module that imports ray.
+"""Ray: where runs are scheduled. With harness.nodes and harness.trainers, the only modules that
+import ray.
 
 `harness run` starts an embedded local Ray (dashboard bound to 127.0.0.1) unless it is given
-the address of an existing cluster. Each training run is one Ray Train TorchTrainer (its workers
-drive DeepSpeed, see harness.train), launched from a Ray task so that several runs can proceed at
-once where the cluster has room. After training, each unit of evaluation (one lm-eval task,
-group or tag, the held-out bits per byte, one fine-tuning task) is a Ray task of its own, so
-units of one run and of different runs proceed in parallel where resources allow. At most as many runs are in
-flight as the cluster can hold, so no trainer sits waiting for workers.
+the address of an existing cluster. Runs are trained by trainers (harness.trainers): Ray Train
+TorchTrainers whose workers drive DeepSpeed (see harness.train) and take run after run from a
+queue, so that a worker group is started once per trainer rather than once per run. As many
+trainers work at once as the cluster holds runs, so no trainer sits waiting for workers. After
+a run's training, each unit of evaluation (one lm-eval task, group or tag, the held-out bits per
+byte, one fine-tuning task) is a Ray task of its own, so units of one run and of different runs
+proceed in parallel where resources allow.
 
 What fails is kept in the run directory, so that the terminal can stay short: each training
 worker and each unit writes its whole output (stdout, stderr, the traceback) to
@@ -15,20 +17,19 @@ attempt is described in `RUN/FAILED` (one YAML file per run, its `failures` a li
 or one entry per failed unit; see harness.failures). Training that later succeeds removes it; so
 does the run's DONE.
 
-Faults: Ray Train restarts a run's workers after a lost worker (resources.max_failures), a
-callback in its controller recording each restart (harness.train.attempts); the scheduler stops
-a training whose heartbeat stays still for train.step_timeout_s and fails it as a StepTimeout
-(see Scheduler).
+Faults: Ray Train restarts a trainer's workers after a lost worker, which resume their run from
+its checkpoint (resources.max_failures times per run, counted by the queue), a callback in its
+controller recording each restart (harness.train.attempts); the scheduler stops a trainer whose
+run's heartbeat stays still for train.step_timeout_s and fails that run as a StepTimeout (see
+Scheduler).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import sys
 import time
-import traceback
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,14 +41,15 @@ import harness
 import objectives
 from harness import loopback, nodes, provenance
 from harness.errors import UserError
-from harness.failures import describe, last_line as _last_line, record_failure
-from harness.jobs import TrainJob
+from harness.failures import last_line as _last_line, record_failure
 from harness.progress import Progress, duration
-from harness.results import RunDir, utc_now as _utc_now
+from harness.results import RunDir
+from harness.runtime import quiet
 from harness.train import attempts
+from harness.trainers import RunQueue, fit, output_to
 from harness.units import RunWork, Unit
 
-COLLECTIVE_TIMEOUT_FACTOR = 2  # x train.step_timeout_s
+QUEUE_POLL_S = 2.0  # how often the queue of runs is read while trainers work
 
 
 def connect(address: str | None, use_gpu: bool) -> None:
@@ -109,8 +111,10 @@ def _init_embedded(runtime_env: dict, settings: dict) -> None:
     loopback.loopback_only(runtime_env)  # every listening socket of this Ray on 127.0.0.1
     loopback.private_token_file()
     try:
-        ray.init(runtime_env=runtime_env, log_to_driver=False, configure_logging=False,
-                 _node_ip_address=loopback.LOOPBACK, **settings)
+        # Ray's notice that token authentication is on is not news: harness.loopback turned it on
+        with quiet(logging.ERROR, loggers=("ray._private.authentication",)):
+            ray.init(runtime_env=runtime_env, log_to_driver=False, configure_logging=False,
+                     _node_ip_address=loopback.LOOPBACK, **settings)
     except BaseException:
         _stop_new_children(before)  # what the failed start left running, and only that
         raise
@@ -191,126 +195,11 @@ def shutdown() -> None:
     loopback.restore()
 
 
-@ray.remote(num_cpus=0)  # started on the driver's node (nodes.on_driver_node)
-def _fit(job: TrainJob) -> None:
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-
-    from harness.rendezvous import NodeBoundTorchConfig  # torch: in the Ray task only
-
-    res = job.resources
-    trainer = _restarting_after_loss_only()(
-        _train_logged, train_loop_config=job.model_dump(mode="json"),
-        scaling_config=ScalingConfig(num_workers=res.workers_per_run, use_gpu=res.use_gpu,
-                                     resources_per_worker={"CPU": res.cpus_per_worker},
-                                     placement_strategy=res.placement),
-        # A collective that waits longer than this raises in every waiting rank (gloo's default
-        # is 30 minutes): a backstop behind the scheduler's watchdog on step progress.
-        torch_config=NodeBoundTorchConfig(backend="nccl" if res.use_gpu else "gloo",
-                                          timeout_s=int(COLLECTIVE_TIMEOUT_FACTOR * job.train.step_timeout_s)),
-        run_config=RunConfig(name=job.run_id, storage_path=str(Path(job.run_dir).parent / "_ray"),
-                             failure_config=FailureConfig(max_failures=res.max_failures),
-                             callbacks=[_attempt_recorder(job.run_dir)]))
-    trainer.fit()
-
-
-def _restarting_after_loss_only():
-    """TorchTrainer, whose failure policy restarts the workers (resources.max_failures) only when
-    a worker was lost: its process died or stopped answering. An error of the training code
-    itself (a missing file, a refused checkpoint) would only recur, so it fails the run at once."""
-    from ray.exceptions import RayActorError
-    from ray.train.torch import TorchTrainer
-    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError, WorkerHealthCheckTimeoutError
-    from ray.train.v2._internal.execution.failure_handling.default import DefaultFailurePolicy
-    lost = (RayActorError, WorkerHealthCheckFailedError, WorkerHealthCheckTimeoutError)
-
-    class AfterLossOnly(DefaultFailurePolicy):
-        def _is_retryable_error(self, error) -> bool:
-            failures = getattr(error, "worker_failures", None)
-            if failures and not any(isinstance(e, lost) for e in failures.values()):
-                return False
-            return super()._is_retryable_error(error)
-
-    class Trainer(TorchTrainer):
-        def _initialize_and_run_controller(self, **controller):
-            return super()._initialize_and_run_controller(
-                **controller | {"failure_policy": AfterLossOnly(self.run_config.failure_config)})
-    return Trainer
-
-
-def _attempt_recorder(run_dir: Path):
-    """A callback of the Ray Train controller (it runs there): a heartbeat on each change of the
-    controller's state (harness.train.attempts), and the end of the attempt in progress, with
-    its error, when the controller restarts the workers or gives up. It never raises: an error
-    in a callback would fail the run."""
-    from ray.train.v2._internal.execution.callback import ControllerCallback
-
-    class AttemptRecorder(ControllerCallback):
-        def __init__(self):
-            self.run, self.state = RunDir(Path(run_dir)), None
-
-        def after_controller_state_update(self, previous_state, current_state):
-            state = type(current_state).__name__.removesuffix("State").lower()
-            if state == self.state:  # the controller sets RUNNING again at every poll
-                return
-            self.state = state
-            with contextlib.suppress(Exception):
-                error = getattr(current_state, "training_failed_error", None)
-                if error is not None and state in ("restarting", "errored"):
-                    attempts.ended(self.run, "ray train" if state == "restarting" else "failed",
-                                   describe(error)["message"][:300])
-                last = attempts.read_beat(self.run) or {}
-                attempts.beat(self.run, state, last.get("step"), last.get("attempt"), by="ray train controller")
-    return AttemptRecorder()
-
-
-def _train_logged(config: dict) -> dict:
-    """harness.train.worker.train_worker, its output and traceback in RUN/logs/worker-<rank>.log."""
-    from ray.train import get_context
-
-    from harness.train.worker import train_worker
-
-    with output_to(RunDir(Path(config["run_dir"])).logs / f"worker-{get_context().get_world_rank()}.log"):
-        return train_worker(config, node=nodes.this_node())
-
-
 @ray.remote
 def _unit(unit: Unit) -> dict:
     with output_to(unit.log_path):
         nodes.limit_threads(unit.job.eval.cpus)  # the CPUs Ray reserved for it, no more
         return unit.run()
-
-
-@contextlib.contextmanager
-def output_to(log: Path) -> Iterator[None]:
-    """This process's stdout and stderr appended to `log` for the block, then the traceback of
-    any error. Ray does not send worker output to the terminal (log_to_driver=False)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as f, _descriptors_to(f):
-        print(f"--- {_utc_now()}, process {os.getpid()} ---", flush=True)
-        try:
-            yield
-        except BaseException:
-            traceback.print_exc()
-            raise
-
-
-@contextlib.contextmanager
-def _descriptors_to(f) -> Iterator[None]:
-    """File descriptors 1 and 2 to the open file `f` for the block: C++ output (gloo, DeepSpeed's
-    ops) goes there too, not only Python's."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    os.dup2(f.fileno(), 1)
-    os.dup2(f.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for fd, copy in zip((1, 2), saved):
-            os.dup2(copy, fd)
-            os.close(copy)
 
 
 @dataclass
@@ -321,65 +210,110 @@ class Outcome:
 
 @dataclass
 class InFlight:
-    """A Ray task the scheduler waits for: a run's training (unit None) or one unit."""
+    """A Ray task the scheduler waits for: one unit, or a trainer (unit None) with the run it is
+    training (work; None while it starts or between runs)."""
 
-    work: RunWork
+    work: RunWork | None
     unit: Unit | None
+    trainer: str | None = None
     started: float = field(default_factory=time.time)
-    watch: attempts.Watch | None = None  # a training's clock on its heartbeat
+    watch: attempts.Watch | None = None  # the current run's clock on its heartbeat
 
     @property
     def label(self) -> str:
-        return f"{self.unit.label if self.unit else 'train'} {self.work.run_id}"
+        return f"{self.unit.label} {self.work.run_id}" if self.unit else f"{self.trainer}"
 
 
 class Scheduler:
-    """Train the runs that need it (as many at once as the cluster holds), then submit each run's
-    units as Ray tasks, all at once: Ray runs them in parallel as resources allow. `on_done(run)`
-    once every unit of a run has succeeded. A failure is written to the run's FAILED (see the
-    module docstring) and shown as one line; it never stops the other runs.
+    """Train the runs that need it in trainers (harness.trainers: worker groups that take run
+    after run from a queue, as many at once as the cluster holds runs), then submit each run's
+    units as Ray tasks as soon as its training ends: Ray runs them in parallel as resources
+    allow. `on_done(run)` once every unit of a run has succeeded. A failure is written to the
+    run's FAILED (see the module docstring) and shown as one line; it never stops the other runs:
+    a failed trainer fails the run it was on (or, failing before it took one, the next run
+    waiting, so that a trainer that cannot start cannot be retried forever), and another trainer
+    takes the runs still waiting.
 
     A training whose heartbeat goes stale for train.step_timeout_s (attempts.Watch says how the
     clock runs) is stopped and failed as a StepTimeout, polled every step_timeout_s / 4 at most.
-    The collective timeout (COLLECTIVE_TIMEOUT_FACTOR x step_timeout_s) stays as the backstop
+    The collective timeout (harness.trainers.COLLECTIVE_TIMEOUT_FACTOR x step_timeout_s) stays as the backstop
     where the heartbeat is not watched: the process group's set-up, while the controller
     schedules the workers. In training, a stopped worker leaves the others waiting in a
     collective, rank 0 among them, so the heartbeat stops too, and the watchdog (1.25 x
     step_timeout_s at most, its poll included) fires before the collective times out."""
 
     def __init__(self, work: list[RunWork], on_done: Callable[[Path], None], progress: Progress):
-        self.trainings = deque(w for w in work if w.train is not None)
+        self.works = {w.run_id: w for w in work}
+        to_train = [w for w in work if w.train is not None]
         self.left = {w.run_id: len(w.units) for w in work}
         self.broken: set[str] = set()
         self.in_flight: dict[ray.ObjectRef, InFlight] = {}
         self.on_done, self.progress, self.outcome = on_done, progress, Outcome()
-        self.slots = nodes.slots(next((w.train.resources for w in work if w.train), None))
+        self.template = to_train[0].train if to_train else None
+        self.slots = nodes.slots(self.template.resources if self.template else None)
+        self.waiting, self.trainers_made, self.queue = len(to_train), 0, None
+        if to_train:
+            for w in to_train:
+                attempts.beat(RunDir(Path(w.run_dir)), "submitted", by="driver")
+                attempts.submitted(RunDir(Path(w.run_dir)))
+            self.queue = RunQueue.options(**nodes.on_driver_node()).remote(
+                [w.train.model_dump(mode="json") for w in to_train])
         for w in work:
             if w.train is None:
                 self.submit_units(w)
 
     def run(self, poll_s: float) -> Outcome:
-        poll_s = min([poll_s, *(w.train.train.step_timeout_s / 4 for w in self.trainings)])
-        while self.trainings or self.in_flight:
-            self.start_trainings()
-            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=poll_s)
+        poll_s = min([poll_s, *(w.train.train.step_timeout_s / 4 for w in self.works.values() if w.train)])
+        while self.waiting or self.in_flight:
+            self.start_trainers()
+            timeout = min(poll_s, QUEUE_POLL_S) if self.trainers() else poll_s
+            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout)
+            self.follow_queue()  # first: a run finished before its trainer ended is credited
             for ref in ready:
                 self.collect(ref, self.in_flight.pop(ref))
             self.stop_hung()
-            for task in self.in_flight.values():
-                if task.unit is None:
+            for task in self.trainers():
+                if task.work is not None:
                     self.progress.training(task.work.run_id, Path(task.work.run_dir))
         return self.outcome
 
-    def start_trainings(self) -> None:
-        while self.trainings and sum(t.unit is None for t in self.in_flight.values()) < self.slots:
-            work = self.trainings.popleft()
-            run = RunDir(Path(work.run_dir))
-            attempts.beat(run, "submitted", by="driver")
-            attempts.submitted(run)
-            watch = attempts.Watch(run, work.train.train.step_timeout_s)
-            self.in_flight[_fit.options(**nodes.on_driver_node()).remote(work.train)] = InFlight(work, None, watch=watch)
-            self.progress.event(f"train    {work.run_id} started")
+    def trainers(self) -> list[InFlight]:
+        return [task for task in self.in_flight.values() if task.unit is None]
+
+    def start_trainers(self) -> None:
+        busy = sum(task.work is not None for task in self.trainers())
+        while len(self.trainers()) < min(self.slots, self.waiting + busy):
+            trainer = f"trainer-{self.trainers_made}"
+            self.trainers_made += 1
+            ray.get(self.queue.register.remote(trainer))
+            suite_dir = str(Path(next(iter(self.works.values())).run_dir).parent)
+            ref = fit.options(**nodes.on_driver_node()).remote(self.template, self.queue, trainer, suite_dir)
+            self.in_flight[ref] = InFlight(None, None, trainer=trainer)
+            res = self.template.resources
+            self.progress.event(f"{trainer} starting: {res.workers_per_run} workers of {res.cpus_per_worker} "
+                                f"CPU{'s' * (res.cpus_per_worker > 1)}{' and a GPU' if res.use_gpu else ''} each, "
+                                f"for the {self.waiting} runs waiting")
+
+    def follow_queue(self) -> None:
+        """The runs trainers took and finished since the last look: a heartbeat clock for each
+        run taken, the units of each run finished."""
+        if self.queue is None:
+            return
+        events, self.waiting = ray.get(self.queue.drain.remote())
+        by_trainer = {task.trainer: task for task in self.trainers()}
+        for kind, trainer, run_id, when in events:
+            work, task = self.works[run_id], by_trainer.get(trainer)
+            if kind == "started" and task is not None:
+                task.work, task.started = work, when
+                task.watch = attempts.Watch(RunDir(Path(work.run_dir)), work.train.train.step_timeout_s)
+                self.progress.event(f"train    {run_id} started ({trainer})")
+            elif kind == "finished":
+                took = f" in {duration(when - task.started)}" if task is not None else ""
+                self.progress.event(f"train    {run_id} finished{took}")
+                if task is not None:
+                    task.work, task.watch = None, None
+                RunDir(Path(work.run_dir)).failed.unlink(missing_ok=True)  # an earlier attempt's
+                self.submit_units(work)
 
     def submit_units(self, work: RunWork) -> None:
         if not work.units:
@@ -389,21 +323,35 @@ class Scheduler:
             self.progress.event(f"{unit.kind:<8} {work.run_id} {unit.name} started")
 
     def collect(self, ref, task: InFlight) -> None:
-        kind, name = (task.unit.kind, task.unit.name) if task.unit else ("train", "")
-        what = f"{kind:<8} {task.work.run_id} {name}".rstrip()
+        if task.unit is None:
+            self.trainer_ended(ref, task)
+            return
+        what = f"{task.unit.kind:<8} {task.work.run_id} {task.unit.name}"
         try:
             ray.get(ref)
-        except Exception as e:  # a failed run or unit must not stop the others
-            self.failed(task, kind, name, e)
+        except Exception as e:  # a failed unit must not stop the others
+            self.failed(task, task.unit.kind, task.unit.name, e)
             return
         self.progress.event(f"{what} finished in {duration(time.time() - task.started)}")
-        if task.unit is None:
-            RunDir(Path(task.work.run_dir)).failed.unlink(missing_ok=True)  # an earlier attempt's
-            self.submit_units(task.work)
-            return
         self.left[task.work.run_id] -= 1
         if self.left[task.work.run_id] == 0 and task.work.run_id not in self.broken:
             self.finish(task.work)
+
+    def trainer_ended(self, ref, task: InFlight) -> None:
+        """A trainer returns when no run is left; failed, it fails the run it was on."""
+        try:
+            ray.get(ref)
+        except Exception as e:
+            self.fail_trainer(task, e)
+
+    def fail_trainer(self, task: InFlight, error: BaseException) -> None:
+        run_id = ray.get(self.queue.release.remote(task.trainer))
+        if run_id is None:  # nothing left to blame: its error is shown alone
+            self.progress.event(f"{task.trainer} FAILED after {duration(time.time() - task.started)}: {_last_line(error)}")
+            return
+        if task.work is None or task.work.run_id != run_id:  # failed before its run was seen taken
+            task = InFlight(self.works[run_id], None, trainer=task.trainer)
+        self.failed(task, "train", "", error)
 
     def failed(self, task: InFlight, kind: str, name: str, error: BaseException) -> None:
         what = f"{kind:<8} {task.work.run_id} {name}".rstrip()
@@ -413,17 +361,17 @@ class Scheduler:
         self.broken.add(task.work.run_id)
 
     def stop_hung(self) -> None:
-        """Stop every training whose heartbeat is stale: its _fit task's process is killed, and
-        with it the Ray Train controller it owns, the controller's worker actors (a stopped
+        """Stop every trainer whose run's heartbeat is stale: its fit task's process is killed,
+        and with it the Ray Train controller it owns, the controller's worker actors (a stopped
         process included: Ray kills them with SIGKILL) and, through Ray Train's placement group
-        cleaner, their placement group."""
+        cleaner, their placement group. The run fails; the runs waiting go to another trainer."""
         for ref, task in list(self.in_flight.items()):
             why = task.watch.hung() if task.watch else None
             if why and not ray.wait([ref], timeout=0)[0]:  # one that just ended is collected instead
                 ray.cancel(ref, force=True)
                 del self.in_flight[ref]
                 attempts.ended(RunDir(Path(task.work.run_dir)), "watchdog", why)
-                self.failed(task, "train", "", attempts.StepTimeout(why))
+                self.fail_trainer(task, attempts.StepTimeout(why))
 
     def finish(self, work: RunWork) -> None:
         self.on_done(Path(work.run_dir))

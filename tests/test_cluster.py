@@ -315,7 +315,7 @@ def _wait_for_checkpoint(suite_dir: Path, run: subprocess.Popen, timeout_s: floa
 
 def _node_of_worker(ray: RayCluster, log: Path):
     """The node whose process group holds the worker that wrote `log` (its first line names its
-    process: harness.schedule.output_to)."""
+    process: harness.trainers.output_to)."""
     pid = int(re.search(r"process (\d+) ---", log.read_text()).group(1))
     session = os.getsid(pid)
     return next(node for node in ray.nodes if node.process.pid == session)

@@ -18,6 +18,7 @@ from harness import provenance
 from harness.plan import plan_suite
 from harness.schema import Suite
 from harness.train.lr import wsd_factor
+from harness.train.startup import PARTS
 from harness.train.worker import deepspeed_config
 from children import spawn
 
@@ -102,3 +103,8 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tiny_data, tmp_path):
     # the DeepSpeed config the engine was given (no scheduler under wsd: the harness's LambdaLR).
     assert train["environment"] == provenance.environment()
     assert train["deepspeed_config"] == deepspeed_config(broken.train_job()) and "scheduler" not in train["deepspeed_config"]
+    # Its start-up, in parts: a lone process has no worker group; every later part was timed.
+    startup = train["startup"]
+    assert set(startup["parts_s"]) == set(PARTS) - {"worker_group"} and all(s >= 0 for s in startup["parts_s"].values())
+    assert startup["to_first_step_s"] == pytest.approx(sum(startup["parts_s"].values()), abs=0.01)
+    assert startup["parts_s"]["resume"] > 0 and startup["began"] <= (run / "train.json").stat().st_mtime

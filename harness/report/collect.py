@@ -44,8 +44,9 @@ PLANNED_COLUMNS = ["run_id", "objective", "size", "budget", "budget_unit", "seed
 # Keys of train.json on how and where the training went, not on what it computed: kept out of the
 # runs table, and so out of summary.csv (the report shows restarts from the planned runs' attempts;
 # `workers` says where each rank ran; `environment`, the versions, commit and hardware, has a
-# section of its own; `deepspeed_config` is the engine's config as given).
-NOT_SUMMARIZED = ("restarts", "attempts", "workers", "environment", "deepspeed_config")
+# section of its own; `deepspeed_config` is the engine's config as given; `startup`, the parts of
+# the last attempt's start-up, see harness.train.startup).
+NOT_SUMMARIZED = ("restarts", "attempts", "workers", "environment", "deepspeed_config", "startup")
 
 
 @dataclass

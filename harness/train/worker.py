@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 
 from harness import provenance
 from harness.train import attempts, checkpoint, lr
+from harness.train.startup import Startup, attempt_began
 from harness.data.entry import PreparedData
 from harness.data.sampler import BlockSampler
 from harness.data.tokenizer import load_tokenizer
@@ -42,33 +43,32 @@ from objectives.base import Export, check_batch
 VAL_SEED = 7_777  # validation masks are fixed across steps and runs
 
 
-def train_worker(config: dict, node: dict | None = None) -> dict:
+def train_worker(config: dict, node: dict | None = None, entered: float | None = None,
+                 began: float | None = None) -> dict:
     """Train the run described by `config` (a TrainJob, as plain data); return its summary on rank 0.
-    `node` says where this worker runs (Ray's node id and address), for train.json."""
+    `node`: where this worker runs (Ray's node id and address), for train.json. `began`, `entered`:
+    see harness.train.startup (`began` defaults to the run's attempts record)."""
     plan = TrainJob.model_validate(config)
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
-    torch.set_num_threads(plan.resources.cpus_per_worker)
-    _ensure_process_group()
-    rank, world = dist.get_rank(), dist.get_world_size()
-    workers = _where_workers_run(node, rank, world)
     run = RunDir(plan.run_dir)
+    startup = Startup(attempt_began(attempts.read(run)) if began is None else began, entered)
+    startup.mark("imports")
+    rank, world = _join_group(plan)
+    workers = _where_workers_run(node, rank, world)
     beat = attempts.Heartbeat(run, enabled=rank == 0)  # the scheduler's watchdog reads it
     beat("start")
-    data = plan.data
     objective = _objective(plan)
-    engine, ds_config = _engine(plan, objective, data)
+    engine, ds_config = _engine(plan, objective, plan.data, startup)
     beat("engine")
     step, elapsed = _resume(engine, run, rank)
+    startup.mark("resume")
     beat.started(resumed_from_step=step)
-    sampler = BlockSampler(data.train_tokens, data.dtype, plan.block_length, seed=plan.seed)
-    check_batch(objective.transform(sampler.batch(0, 0, rank, 1), np.random.default_rng(0)), plan.objective)
-    val_blocks = BlockSampler(data.val_tokens, data.dtype, plan.block_length, seed=VAL_SEED).val_batches(
-        plan.train.val_batches, plan.train.micro_batch_size, rank, world)
+    sampler, val_blocks = _data(plan, objective, rank, world, startup)
     started, val = time.time() - elapsed, {}
     with MetricsLog(run, plan, enabled=rank == 0, after_step=step) as log:
         while step < plan.steps:
             metrics = _train_step(engine, objective, sampler, plan, step, rank)
             step += 1
+            startup.step_done()
             beat.step(step)
             if step % plan.train.log_every == 0 or step == plan.steps:
                 log.write(_train_row(engine, plan, step, _mean_metrics(metrics), time.time() - started))
@@ -80,11 +80,19 @@ def train_worker(config: dict, node: dict | None = None) -> dict:
                 _checkpoint(engine, run, step, time.time() - started, rank)
                 beat("checkpoint", step)
     beat("finish", step)
-    recorded = {"workers": workers, "deepspeed_config": ds_config}
-    return _finish(engine, objective, plan, run, data, val, time.time() - started, rank, recorded)
+    recorded = {"workers": workers, "deepspeed_config": ds_config, "startup": startup.record()}
+    return _finish(engine, objective, plan, run, plan.data, val, time.time() - started, rank, recorded)
 
 
 # --- set-up ------------------------------------------------------------------------------------
+
+
+def _join_group(plan: TrainJob) -> tuple[int, int]:
+    """This worker's (rank, world size), in the run's process group, computing on its CPUs."""
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(plan.resources.cpus_per_worker)
+    _ensure_process_group()
+    return dist.get_rank(), dist.get_world_size()
 
 
 def _ensure_process_group() -> None:
@@ -110,19 +118,40 @@ def _objective(plan: TrainJob):
     return registry.build(plan.objective, plan.objective_config, vocab_of(plan.data))
 
 
-def _engine(plan: TrainJob, objective, data: PreparedData) -> tuple[object, dict]:
-    """The DeepSpeed engine of the run, and (a copy of) the config it was given, for train.json."""
-    import deepspeed
-    from deepspeed.utils import logger as ds_logger
-    ds_logger.setLevel(logging.WARNING)
+def _data(plan: TrainJob, objective, rank: int, world: int, startup: Startup) -> tuple[BlockSampler, list[np.ndarray]]:
+    """The training blocks' sampler (its first batch checked against the objective's contract)
+    and this rank's fixed validation blocks."""
+    data = plan.data
+    sampler = BlockSampler(data.train_tokens, data.dtype, plan.block_length, seed=plan.seed)
+    check_batch(objective.transform(sampler.batch(0, 0, rank, 1), np.random.default_rng(0)), plan.objective)
+    val_blocks = BlockSampler(data.val_tokens, data.dtype, plan.block_length, seed=VAL_SEED).val_batches(
+        plan.train.val_batches, plan.train.micro_batch_size, rank, world)
+    startup.mark("data")
+    return sampler, val_blocks
+
+
+def _engine(plan: TrainJob, objective, data: PreparedData, startup: Startup | None = None) -> tuple[object, dict]:
+    """The DeepSpeed engine of the run, and (a copy of) the config it was given, for train.json;
+    `startup` marks the end of each part."""
+    startup = startup or Startup(None)
     model = objective.build_model(model_factory(SIZES[plan.size], vocab_size=data.vocab_size,
                                                 special=data.special_tokens, max_len=plan.seq_len,
                                                 seed=plan.seed))
+    startup.mark("model")
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+    from deepspeed.utils import logger as ds_logger
+    ds_logger.setLevel(logging.WARNING)
+    startup.mark("deepspeed")
+    # deepspeed.initialize would do this first; done here, its cost is seen on its own
+    deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name())
+    startup.mark("comm")
     config = deepspeed_config(plan)
     given = copy.deepcopy(config)  # as given: DeepSpeed may add to the dict it reads
     engine, *_ = deepspeed.initialize(model=model, config=config, lr_scheduler=_client_scheduler(plan),
                                       model_parameters=_param_groups(model, plan.train.weight_decay))
     engine.checkpoint_engine = _weights_only_loads(engine)
+    startup.mark("engine")
     return engine, given
 
 
