@@ -75,7 +75,7 @@ class Shape:
 GPT2_SMALL = Shape("gpt2-small", ModelSize(hidden=768, layers=12, heads=12, intermediate=2048), 1024, 50304, 16)
 TOY = Shape("toy", ModelSize(hidden=64, layers=2, heads=2, intermediate=128), 64, 512, 4)
 # Dense bf16 peaks, FLOP/s, by a part of the device's name; the first that matches is taken.
-PEAKS = [("H100 PCIe", 756e12), ("GH200", 989e12), ("H200", 989e12), ("H100", 989e12), ("B200", 2250e12),
+PEAKS = [("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("GH200", 989e12), ("H200", 989e12), ("H100", 989e12), ("B200", 2250e12),
          ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12)]
 SPECIALS = [*BASE_SPECIAL_TOKENS, "[MASK]", "[CLS]", "[SEP]", *SENTINELS]
 

@@ -1,5 +1,7 @@
 """What the harness's training path costs per step, against a bare torch loop doing the same work.
 
+Both run on the CPU, as the suite's default workers train (DS_ACCELERATOR=cpu unless set).
+
 1. One process: the harness's step (harness.train.worker._train_step on the DeepSpeed engine that
    `_engine` builds from `deepspeed_config`: ZeRO stage 2, the suite's defaults, a gloo group of
    one) against a bare loop (the same model from the same seed, the same batches from the same
@@ -25,6 +27,7 @@ clm mini. `--profile` adds torch.profiler's top operators of a few steps of each
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -82,7 +85,7 @@ class Bare:
             rng = np.random.default_rng([self.plan.seed, step, micro, rank])
             batch = {k: v.to(self.device) for k, v in self.objective.transform(block, rng).items()}
             last = micro == t.grad_accum - 1
-            with self.model.no_sync() if hasattr(self.model, "no_sync") and not last else _nothing():
+            with self.model.no_sync() if hasattr(self.model, "no_sync") and not last else contextlib.nullcontext():
                 loss, metrics = self.objective.loss(self.model, batch)
                 (loss / t.grad_accum).backward()
             rows.append(metrics)
@@ -92,14 +95,6 @@ class Bare:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return rows
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def schedule(plan: TrainJob):
@@ -267,8 +262,10 @@ def two_workers(plan: TrainJob, args, work: Path) -> dict[str, list[float]]:
     env["env_vars"]["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent), str(ROOT),
                                                      os.environ.get("PYTHONPATH", "")])
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    schedule.start_embedded(env, first={"include_dashboard": False, "_temp_dir": ray_tmp},
-                            retry={"include_dashboard": False, "_temp_dir": ray_tmp})
+    # With the dashboard, both times: without it Ray's state API answers nothing, and Ray Train's
+    # placement-group cleaner then takes the controller for dead and removes the workers' group.
+    settings = {**schedule.FIRST_START, "_temp_dir": ray_tmp}
+    schedule.start_embedded(env, first=settings, retry=settings)
     try:
         rates: dict[str, list[float]] = {"ray train + deepspeed": [], "torchrun-style + deepspeed": [],
                                          "bare ddp": []}
