@@ -137,10 +137,10 @@ def main() -> None:
     print(f"\n{args.objective} {args.size}, batch {args.batch} x {args.seq_len}, grad_accum {args.grad_accum}, "
           f"fp32, ZeRO 2, {torch.get_num_threads()} threads; median (range) over rounds")
     print(f"  FLOPs per step, counted on the real batch:  {r['step_flops']:.4g} "
-          f"(planned: {plan.flops_per_step:.4g}; linear layers {100 * r['linear_share']:.0f}% of the count)")
+          f"(planned: {plan.flops_per_step:.4g}; linear layers: {100 * r['linear_share']:.1f}% of it)")
     print(f"  achieved training FLOP/s (_train_step):     {spread([a / 1e9 for a in r['achieved']])} GFLOP/s")
     print(f"  torch.mm FLOP/s at the model's shapes:      {spread([m / 1e9 for m in r['reference']])} GFLOP/s")
-    print(f"  with attention's products added (x{with_attention:.3f}): "
+    print(f"  the ratio with attention's products counted too (x{with_attention:.3f} the FLOPs): "
           f"{statistics.median(mfu) * with_attention:.2f}")
     print(f"cpu mfu (achieved / torch.mm): {spread(mfu)}")
 

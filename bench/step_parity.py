@@ -236,7 +236,14 @@ def by_spawn(worker: str, config: dict, world: int) -> list[float]:
     with socket.socket() as s:  # a port free now, for rank 0's store
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_spawned, args=(world, port, worker, config), nprocs=world, join=True)
+    # torchrun gives each of several workers OMP_NUM_THREADS=1, as Ray does a worker of one CPU;
+    # read when torch is imported, so it is in the environment the children start with
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        mp.spawn(_spawned, args=(world, port, worker, config), nprocs=world, join=True)
+    finally:
+        os.environ.pop("OMP_NUM_THREADS") if saved is None else os.environ.update(OMP_NUM_THREADS=saved)
     return json.loads(Path(config["out"]).read_text())
 
 
