@@ -148,29 +148,32 @@ def single_process(plan: TrainJob, warmup: int, rounds: int, round_steps: int, p
 
 
 def profiled(fn):
-    """torch.profiler's per-operator totals of fn()."""
+    """torch.profiler's per-operator totals of fn(), and its wall milliseconds under the profiler."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    return prof.key_averages()
+        wall_ms = seconds_of(fn) * 1e3
+    return prof.key_averages(), wall_ms
 
 
 def print_profiles(profiles: dict, steps: int, rows: int = 15) -> None:
     """Each path's top operators by their own CPU time, then those the harness spends most more
-    time in than the bare loop does: what the rest of the ratio is made of."""
-    for name, averages in profiles.items():
+    time in than the bare loop does, and the time outside any operator (Python, hooks): what the
+    rest of the ratio is made of. One sample each: rerun it on a busy machine."""
+    for name, (averages, _) in profiles.items():
         print(f"\n--- {name} step: top {rows} operators by self CPU time, {steps} steps ---")
         print(averages.table(sort_by="self_cpu_time_total", row_limit=rows))
-    own = {name: {e.key: e.self_cpu_time_total / 1e3 for e in averages} for name, averages in profiles.items()}
+    own = {name: {e.key: e.self_cpu_time_total / 1e3 for e in averages} for name, (averages, _) in profiles.items()}
     harness, bare = own["harness"], own["bare"]
     extra = sorted(harness.keys() | bare.keys(), key=lambda k: bare.get(k, 0) - harness.get(k, 0))[:rows]
     print(f"--- where the harness's step spends more: self CPU ms over {steps} steps ---")
     print(f"{'operator':<60} {'harness':>9} {'bare':>9} {'more':>9}")
-    for key in extra:
-        print(f"{key[:60]:<60} {harness.get(key, 0):>9.1f} {bare.get(key, 0):>9.1f} "
-              f"{harness.get(key, 0) - bare.get(key, 0):>9.1f}")
-    print(f"{'all operators':<60} {sum(harness.values()):>9.1f} {sum(bare.values()):>9.1f} "
-          f"{sum(harness.values()) - sum(bare.values()):>9.1f}")
+    lines = [(key[:60], harness.get(key, 0), bare.get(key, 0)) for key in extra]
+    ops = (sum(harness.values()), sum(bare.values()))
+    walls = (profiles["harness"][1], profiles["bare"][1])
+    lines += [("all operators", *ops), ("outside operators (Python, hooks)", walls[0] - ops[0], walls[1] - ops[1]),
+              ("wall time, profiled", *walls)]
+    for key, h, b in lines:
+        print(f"{key:<60} {h:>9.1f} {b:>9.1f} {h - b:>9.1f}")
 
 
 # --- two workers -------------------------------------------------------------------------------
