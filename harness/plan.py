@@ -22,6 +22,7 @@ import json
 import re
 from pathlib import Path
 
+from tqdm.auto import tqdm
 
 from harness.budget import solve_steps, step_cost
 from harness.data.config import MirrorData
@@ -83,23 +84,24 @@ def tokenizer_sha256(tokenizer_dir: Path) -> str:
 def plan_suite(suite: Suite, data: PreparedData, results_dir: Path) -> list[RunPlan]:
     """One RunPlan per objective x size x budget x seed, with FLOPs counted once per objective x size."""
     plans = []
-    for entry in suite.objectives:
-        for size in suite.sizes:
-            cost = _cost(suite, data, entry, size)
-            steps = [solve_steps(budget, flops_per_step=cost["flops_per_step"], tokens_per_step=cost["tokens_per_step"],
-                                 label=f"{entry.name}/{size} at {budget_label(budget)}")
-                     for budget in suite.budget.budgets]
-            for budget, run_steps in zip(suite.budget.budgets, steps):
-                warmup = warmup_steps(suite.train, run_steps, min(steps))
-                for seed in suite.seeds:
-                    rid = run_id(suite, entry, size, seed, data, budget, warmup)
-                    plans.append(RunPlan(
-                        run_id=rid, suite=suite.name, objective=entry.name, label=entry.display,
-                        objective_config=dict(entry.config), size=size, seed=seed,
-                        run_dir=results_dir / rid, seq_len=suite.data.seq_len, data=data,
-                        train=suite.train, resources=suite.resources, eval=_eval_settings(suite),
-                        tracking=suite.tracking, steps=run_steps, warmup_steps=warmup, budget=budget.amount, budget_unit=budget.unit,
-                        **cost))
+    grid = [(entry, size) for entry in suite.objectives for size in suite.sizes]
+    # Counting takes seconds per model, minutes for a large grid: a bar on a terminal, nothing in logs.
+    for entry, size in tqdm(grid, desc="counting FLOPs per step", unit="model", disable=None, leave=False):
+        cost = _cost(suite, data, entry, size)
+        steps = [solve_steps(budget, flops_per_step=cost["flops_per_step"], tokens_per_step=cost["tokens_per_step"],
+                             label=f"{entry.name}/{size} at {budget_label(budget)}")
+                 for budget in suite.budget.budgets]
+        for budget, run_steps in zip(suite.budget.budgets, steps):
+            warmup = warmup_steps(suite.train, run_steps, min(steps))
+            for seed in suite.seeds:
+                rid = run_id(suite, entry, size, seed, data, budget, warmup)
+                plans.append(RunPlan(
+                    run_id=rid, suite=suite.name, objective=entry.name, label=entry.display,
+                    objective_config=dict(entry.config), size=size, seed=seed,
+                    run_dir=results_dir / rid, seq_len=suite.data.seq_len, data=data,
+                    train=suite.train, resources=suite.resources, eval=_eval_settings(suite),
+                    tracking=suite.tracking, steps=run_steps, warmup_steps=warmup, budget=budget.amount, budget_unit=budget.unit,
+                    **cost))
     return plans
 
 
