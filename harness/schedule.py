@@ -346,10 +346,10 @@ class Scheduler:
 
     def fail_trainer(self, task: InFlight, error: BaseException) -> None:
         run_id = ray.get(self.queue.release.remote(task.trainer))
-        if run_id is None:  # nothing left to blame: its error is shown alone
+        if run_id is None:  # no run left to fail: its error is shown alone
             self.progress.event(f"{task.trainer} FAILED after {duration(time.time() - task.started)}: {_last_line(error)}")
             return
-        if task.work is None or task.work.run_id != run_id:  # failed before its run was seen taken
+        if task.work is None or task.work.run_id != run_id:  # its run not seen taken, or none taken
             task = InFlight(self.works[run_id], None, trainer=task.trainer)
         self.failed(task, "train", "", error)
 

@@ -75,8 +75,10 @@ class RunQueue:
         self.events.append(("finished", trainer, run_id, time.time()))
 
     def release(self, trainer: str) -> str | None:
-        """The trainer ended (failed or stopped): the run it was on, which is not retried."""
-        job = self.current.pop(trainer, None)
+        """The trainer failed or was stopped: the run it was on, which is not retried; if it was
+        on none (it failed starting), the next run waiting, so that each failed trainer fails a
+        run and a trainer that cannot start is not started again forever. None: nothing left."""
+        job = self.current.pop(trainer, None) or (self.waiting.popleft() if self.waiting else None)
         return job["run_id"] if job else None
 
     def current_run(self, trainer: str) -> dict | None:
