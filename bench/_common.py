@@ -117,3 +117,24 @@ def quiet_deepspeed() -> None:
     """DeepSpeed narrates every engine it builds at INFO; the benchmarks print their own lines."""
     from deepspeed.utils import logger
     logger.setLevel(logging.WARNING)
+
+
+def step_arguments(parser, rounds: int) -> None:
+    """The options of the training benchmarks: the batch (the suite's defaults), threads, rounds."""
+    parser.add_argument("--batch", type=int, default=16, help="micro-batch size (the suite's default)")
+    parser.add_argument("--seq-len", type=int, default=128, help="(the suite's default)")
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads of a one-process measurement (default: all)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed training steps of each path first")
+    parser.add_argument("--rounds", type=int, default=rounds, help="alternating rounds")
+    parser.add_argument("--round-steps", type=int, default=3, help="training steps of one path per round")
+
+
+def start(threads: int) -> None:
+    """Before a one-process measurement: torch's threads, the machine line, a process group of
+    one (DeepSpeed's engine needs one), DeepSpeed's logging quiet."""
+    torch.set_num_threads(threads)
+    print(f"machine: {machine()}")
+    group_of_one()
+    quiet_deepspeed()

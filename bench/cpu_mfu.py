@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py, ru
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from _common import (group_of_one, interleaved, machine, planned_job, quiet_deepspeed, ratios,  # noqa: E402
-                     seconds_of, spread, synthetic_data)
+from _common import (interleaved, planned_job, ratios, seconds_of, spread, start, step_arguments,  # noqa: E402
+                     synthetic_data)
 from harness.budget import micro_step_flops  # noqa: E402
 from harness.data.sampler import BlockSampler  # noqa: E402
 from harness.models.families import model_factory  # noqa: E402
@@ -110,22 +110,13 @@ def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--objective", default="clm", help="(default: %(default)s)")
     p.add_argument("--size", default="mini", help="(default: %(default)s)")
-    p.add_argument("--batch", type=int, default=16, help="micro-batch size (the suite's default)")
-    p.add_argument("--seq-len", type=int, default=128, help="(the suite's default)")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: all)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed training steps first")
-    p.add_argument("--rounds", type=int, default=8, help="alternating rounds")
-    p.add_argument("--round-steps", type=int, default=3, help="training steps per round")
+    step_arguments(p, rounds=8)
     return p.parse_args()
 
 
 def main() -> None:
     args = parse()
-    torch.set_num_threads(args.threads)
-    print(f"machine: {machine()}")
-    group_of_one()
-    quiet_deepspeed()
+    start(args.threads)
     steps = args.warmup + args.rounds * args.round_steps
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic_data(Path(tmp) / "data", args.seq_len, [args.objective])

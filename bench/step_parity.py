@@ -44,8 +44,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-from _common import (group_of_one, interleaved, machine, planned_job, quiet_deepspeed, ratios,  # noqa: E402
-                     seconds_of, spread, synthetic_data)
+from _common import (interleaved, planned_job, quiet_deepspeed, ratios, seconds_of, spread, start,  # noqa: E402
+                     step_arguments, synthetic_data)
 from harness.data.sampler import BlockSampler  # noqa: E402
 from harness.jobs import TrainJob  # noqa: E402
 from harness.models.families import model_factory  # noqa: E402
@@ -300,13 +300,7 @@ def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--objectives", nargs="+", default=["clm", "mlm"], help="(default: %(default)s)")
     p.add_argument("--sizes", nargs="+", default=["tiny", "mini"], help="(default: %(default)s)")
-    p.add_argument("--batch", type=int, default=16, help="micro-batch size (the suite's default)")
-    p.add_argument("--seq-len", type=int, default=128, help="(the suite's default)")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads, one process")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps of each path first")
-    p.add_argument("--rounds", type=int, default=10, help="alternating rounds, one process")
-    p.add_argument("--round-steps", type=int, default=3, help="steps of one path per round")
+    step_arguments(p, rounds=10)
     p.add_argument("--no-workers", dest="workers", action="store_false", help="skip the two-worker part")
     p.add_argument("--worker-rounds", type=int, default=4, help="timed rounds per launch, two workers")
     p.add_argument("--worker-repeats", type=int, default=2, help="launches of each launcher, alternating")
@@ -316,10 +310,7 @@ def parse() -> argparse.Namespace:
 
 def main() -> None:
     args = parse()
-    torch.set_num_threads(args.threads)
-    print(f"machine: {machine()}")
-    group_of_one()
-    quiet_deepspeed()
+    start(args.threads)
     train = {"micro_batch_size": args.batch, "grad_accum": args.grad_accum}
     steps = args.warmup + args.rounds * args.round_steps + (2 * args.round_steps if args.profile else 0)
     with tempfile.TemporaryDirectory() as tmp:
