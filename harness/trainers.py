@@ -13,7 +13,7 @@ Faults keep their per-run meaning:
   workers; they take their current run again from the queue and resume it from its checkpoint.
   The failure policy counts the losses of each run apart, so resources.max_failures is a limit
   per run, as it was with one trainer per run; past it, the trainer fails with the loss's error.
-- Any other error of the training code fails the trainer at once (`_AfterLossOnly`): the
+- Any other error of the training code fails the trainer at once (`_restarting_after_loss_only`): the
   scheduler fails the run it was training (`RunQueue.release`) and starts another trainer for
   the runs still waiting. So does the scheduler's watchdog for a hung run.
 - The controller's state changes and restarts are recorded in the current run's heartbeat and
